@@ -1,0 +1,141 @@
+"""PReNet and its family (Ren et al., CVPR 2019): one class for every official variant.
+
+The official code has seven near-copies of one network; here they are constructor arguments
+(see ``../shared/specs/prenet.md`` and :data:`PRESETS`):
+
+========================  ==================================================================
+preset                    constructor arguments
+========================  ==================================================================
+``prenet``                LSTM, five residual blocks, output added to the rainy input
+``prenet_r``              ``recursive=True``: one residual block applied five times
+``prn`` / ``prn_r``       ``recurrent=None`` (no recurrence), plain / recursive
+``prenet_lstm``           ``input_residual=False`` (direct clean estimate; the T=5/6/7 ablations)
+``prenet_gru``            ``recurrent="gru"``, ``input_residual=False``
+``prenet_x``              ``concat_input=False``, ``input_residual=False`` (stage sees x_{t-1} only)
+``prenet_real``           ``recurrent_first=False``, ``stages=4``, ``input_residual=False``
+                          (``Generator_lstm`` of the "real" checkpoints: residual blocks before the LSTM)
+========================  ==================================================================
+
+Input and output are RGB in [0, 1]. Module names reproduce the official state_dict keys.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from derain.types import DerainOutput
+
+
+def _conv(in_ch: int, out_ch: int) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=1, padding=1)
+
+
+def _gate_conv(weights: list[nn.Sequential], x: Tensor) -> list[Tensor]:
+    """Apply several same-input gate convolutions as one convolution (same maths, fewer kernel launches)."""
+    convs = [g[0] for g in weights]
+    out = F.conv2d(x, torch.cat([c.weight for c in convs]), torch.cat([c.bias for c in convs]), padding=1)
+    return list(out.chunk(len(convs), dim=1))
+
+
+class PReNet(nn.Module):
+    """Progressive recurrent network; ``forward`` returns every stage's estimate."""
+
+    def __init__(
+        self,
+        *,
+        stages: int = 6,
+        channels: int = 32,
+        recurrent: Literal["lstm", "gru"] | None = "lstm",
+        recursive: bool = False,
+        input_residual: bool = True,
+        concat_input: bool = True,
+        recurrent_first: bool = True,
+    ) -> None:
+        super().__init__()
+        if stages < 1:
+            raise ValueError(f"stages must be >= 1, got {stages}")
+        if recurrent not in ("lstm", "gru", None):
+            raise ValueError(f"recurrent must be 'lstm', 'gru' or None, got {recurrent!r}")
+        if not recurrent_first and recurrent != "lstm":
+            raise ValueError("recurrent_first=False (Generator_lstm) is defined only with recurrent='lstm'")
+        self.stages = stages
+        self.channels = channels
+        self.recurrent = recurrent
+        self.recursive = recursive
+        self.input_residual = input_residual
+        self.concat_input = concat_input
+        self.recurrent_first = recurrent_first
+
+        ch = channels
+        self.conv0 = nn.Sequential(_conv(6 if concat_input else 3, ch), nn.ReLU())
+        for k in range(1, 2 if recursive else 6):
+            setattr(self, f"res_conv{k}", nn.Sequential(_conv(ch, ch), nn.ReLU(), _conv(ch, ch), nn.ReLU()))
+        if recurrent == "lstm":
+            self.conv_i = nn.Sequential(_conv(2 * ch, ch), nn.Sigmoid())
+            self.conv_f = nn.Sequential(_conv(2 * ch, ch), nn.Sigmoid())
+            self.conv_g = nn.Sequential(_conv(2 * ch, ch), nn.Tanh())
+            self.conv_o = nn.Sequential(_conv(2 * ch, ch), nn.Sigmoid())
+        elif recurrent == "gru":
+            self.conv_z = nn.Sequential(_conv(2 * ch, ch), nn.Sigmoid())
+            self.conv_b = nn.Sequential(_conv(2 * ch, ch), nn.Sigmoid())
+            self.conv_g = nn.Sequential(_conv(2 * ch, ch), nn.Tanh())
+        self.conv = nn.Sequential(_conv(ch, 3))
+
+    def _res_blocks(self, x: Tensor) -> Tensor:
+        for k in range(1, 6):
+            block = self.res_conv1 if self.recursive else getattr(self, f"res_conv{k}")
+            x = F.relu(block(x) + x)
+        return x
+
+    def _lstm(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        i, f, g, o = _gate_conv([self.conv_i, self.conv_f, self.conv_g, self.conv_o], torch.cat([x, h], 1))
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, c
+
+    def _gru(self, x: Tensor, h: Tensor) -> Tensor:
+        z, b = _gate_conv([self.conv_z, self.conv_b], torch.cat([x, h], 1))
+        z, b = torch.sigmoid(z), torch.sigmoid(b)
+        g = self.conv_g(torch.cat([b * h, x], 1))
+        return (1 - z) * h + z * g
+
+    def forward(self, rainy: Tensor) -> DerainOutput:
+        n, _, height, width = rainy.shape
+        h = rainy.new_zeros(n, self.channels, height, width)
+        c = torch.zeros_like(h)
+        x = rainy
+        outputs: list[Tensor] = []
+        for _ in range(self.stages):
+            a = self.conv0(torch.cat([rainy, x], 1) if self.concat_input else x)
+            if not self.recurrent_first:
+                h, c = self._lstm(self._res_blocks(a), h, c)
+                r = h
+            elif self.recurrent == "lstm":
+                h, c = self._lstm(a, h, c)
+                r = self._res_blocks(h)
+            elif self.recurrent == "gru":
+                h = self._gru(a, h)
+                r = self._res_blocks(h)
+            else:
+                r = self._res_blocks(a)
+            x = self.conv(r)
+            if self.input_residual:
+                x = x + rainy
+            outputs.append(x)
+        return DerainOutput(image=outputs[-1], stages=tuple(outputs))
+
+
+PRESETS: dict[str, dict[str, object]] = {
+    "prenet": {},
+    "prenet_r": {"recursive": True},
+    "prn": {"recurrent": None},
+    "prn_r": {"recurrent": None, "recursive": True},
+    "prenet_lstm": {"input_residual": False},
+    "prenet_gru": {"recurrent": "gru", "input_residual": False},
+    "prenet_x": {"concat_input": False, "input_residual": False},
+    "prenet_real": {"recurrent_first": False, "stages": 4, "input_residual": False},
+}

@@ -1,0 +1,138 @@
+"""Weight records: every weight set derain knows, as data.
+
+A record names the architecture and constructor arguments, the file and its sha256, the channel order the weights
+expect, the training data, the licence and the metrics reported for it. Official checkpoints are not
+redistributed (see ``official_weights.md``): their records say where the file comes from, and
+:func:`derain.weights.store.locate` finds the user's copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from derain.errors import InputError
+
+ChannelOrder = Literal["rgb", "bgr"]
+
+
+@dataclass(frozen=True)
+class WeightRecord:
+    name: str                         # "arch.tag"
+    model: str                        # registry name (derain.archs.MODELS)
+    file: str                         # official: path relative to the official layout; bundled: package file name
+    sha256: str
+    origin: str                       # repository and path the file comes from (or "derain" for our own)
+    training_data: str
+    license: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    channel_order: ChannelOrder = "rgb"
+    bundled: bool = False
+    quantize: Literal["floor", "round"] = "round"   # how the authors saved outputs before measuring (matlab-y)
+    metrics: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # "dataset/protocol" -> (psnr, ssim)
+    notes: str = ""
+
+
+_PRENET = "csdwren/PReNet@6d908d1e logs/"
+_SIAN = "pangbo1997/RainRemoval@7efca617 pretrained_models/"
+_NO_LICENSE = "no licence file in the official repository; not redistributed"
+
+
+def _prenet(name: str, model: str, path: str, sha: str, data: str, *, options: Mapping[str, Any] | None = None,
+            metrics: Mapping[str, tuple[float, float]] | None = None, notes: str = "") -> WeightRecord:
+    return WeightRecord(name=name, model=model, file=f"prenet/{path}", sha256=sha, origin=_PRENET + path,
+                        training_data=data, license=_NO_LICENSE, options=options or {}, quantize="floor",
+                        metrics=metrics or {}, notes=notes)
+
+
+def _sian(tag: str, sha: str, data: str, metrics: Mapping[str, tuple[float, float]] | None = None) -> WeightRecord:
+    return WeightRecord(name=f"sian.{tag}", model="sian", file=f"sian/{tag}.pth", sha256=sha,
+                        origin=f"{_SIAN}{tag}.pth", training_data=data, license=_NO_LICENSE, quantize="round",
+                        metrics=metrics or {})
+
+
+_H, _L, _R1400 = "RainTrainH (1,254 pairs)", "RainTrainL (200 pairs)", "Rain12600 (900 x 14)"
+
+_RECORDS: tuple[WeightRecord, ...] = (
+    _sian("rain100l", "ab3894696b6c17c7a901ad4096dc4cdfaac835a00447ec64553df809ee143956", _L,
+          {"rain100L/matlab-y": (38.823, 0.9839)}),
+    _sian("rain100h", "eafdb36506a4b087c1ccd8b6f73009284bf6daa223ecce28d713aa6472c91b91", _H,
+          {"rain100H/matlab-y": (30.329, 0.9092)}),
+    _sian("rain1400", "1812bdbf0ac17d5de70f80c93f5d29e31ad57dc4e105a7b09bd17a04b48c04b8", _R1400),
+    _prenet("prenet.rain100h", "prenet", "Rain100H/PReNet6/net_latest.pth",
+            "127c0098787c5272f1f8583f6c5202e7ef674f750cd145a1691912a6d9e96210", _H,
+            metrics={"rain100H/matlab-y": (29.465, 0.8990)}),
+    _prenet("prenet_r.rain100h", "prenet_r", "Rain100H/PReNet6_r/net_latest.pth",
+            "ece8127c651cf49026d998fa36857cb9d462c92cf535b640a377fc025f765b5f", _H),
+    _prenet("prn.rain100h", "prn", "Rain100H/PRN6/net_latest.pth",
+            "f1d56a7df0851eb087652663781d3f34c4c37a4c7ddd9a3f0802abbede1a06c2", _H),
+    _prenet("prn_r.rain100h", "prn_r", "Rain100H/PRN6_r/net_latest.pth",
+            "99242ce096c9c617bd529a5e189797e8955a4b8611d355974c7c1c64a18b9074", _H),
+    _prenet("prenet.rain100l", "prenet", "Rain100L/PReNet6/net_latest.pth",
+            "cb9b743bb33cf6e5c56ba45f8ade93add46266dea9fa582e1934dc5eed942333", _L,
+            metrics={"rain100L/matlab-y": (37.464, 0.9792)}),
+    _prenet("prenet_r.rain100l", "prenet_r", "Rain100L/PReNet6_r/net_latest.pth",
+            "31dd4419cdb0f4da623d974747113d60e2c22803598c39dcf03d789f86a7f62b", _L),
+    _prenet("prn.rain100l", "prn", "Rain100L/PRN6/net_latest.pth",
+            "ed4be5b78f76dcec5c781e1655dee48c2a90b56993de555945d72e31848aea99", _L),
+    _prenet("prn_r.rain100l", "prn_r", "Rain100L/PRN6_r/net_latest.pth",
+            "87ee3b1c027b33e7e532a4881c3b077d100cf40c65dd2843690600e3023acee0", _L),
+    _prenet("prenet.rain1400", "prenet", "Rain1400/PReNet6/net_latest.pth",
+            "d5744dc2e35d73187a3f34936b3413884d293277073ffb78b961a78e65337879", _R1400),
+    _prenet("prenet_r.rain1400", "prenet_r", "Rain1400/PReNet6_r/net_latest.pth",
+            "c639c19b342d6ae977b7ff8a4b2fbeb24179510a6e57b8bf5ef32d6b071fc8d5", _R1400),
+    _prenet("prn.rain1400", "prn", "Rain1400/PRN6/net_latest.pth",
+            "c6620860a51b54afec0c1eebe412f0f1ca00128100f5b23c13758605206a0bf2", _R1400),
+    _prenet("prn_r.rain1400", "prn_r", "Rain1400/PRN6_r/net_latest.pth",
+            "c0f7f18f3d33e26f50af8c693494a03c2776c627140a1d8e0514edd53e9398fb", _R1400),
+    _prenet("prenet_lstm.t6", "prenet_lstm", "Ablation/PReNet6_LSTM/net_latest.pth",
+            "b32541dfad6aa173c537dada8597475227e920fc9c8e1bbb80061363462bc14c", _H, notes="ablation, 6 stages"),
+    _prenet("prenet_lstm.t5", "prenet_lstm", "Ablation/PReNet5_LSTM/net_latest.pth",
+            "02a0a1c184a87bf816e341a092756666f52277b5d34d9e224ba6ae904d2e991e", _H, options={"stages": 5},
+            notes="ablation, 5 stages"),
+    _prenet("prenet_lstm.t7", "prenet_lstm", "Ablation/PReNet7_LSTM/net_latest.pth",
+            "c5971708f06fefcbd467588321958160806225bccb4415e9ca56073d68b8f812", _H, options={"stages": 7},
+            notes="ablation, 7 stages"),
+    _prenet("prenet_lstm.recssim", "prenet_lstm", "Ablation/PReNet6_RecSSIM/net_latest.pth",
+            "04ee235b6fed1798d48fbfd8b31f853d782fa6fdcae172f533979264a96ed7a4", _H,
+            notes="ablation: SSIM loss on every stage"),
+    _prenet("prenet_lstm.mse", "prenet_lstm", "Ablation/PReNet6_MSE/net_latest.pth",
+            "362dd1e01ec2331aeff978147c9118ccebb307adbcef934e87e2d7113794356a", _H,
+            notes="ablation: MSE loss (deleted from the repository later; commit c5ca7c21)"),
+    _prenet("prenet_gru.rain100h", "prenet_gru", "Ablation/PReNet6_GRU/net_latest.pth",
+            "2c0ed5ec96fe54c83a474c597741843ae4e98f1aac019470ce51235ac3bf66ff", _H, notes="ablation: GRU"),
+    _prenet("prenet_x.rain100h", "prenet_x", "Ablation/PReNet6_x/net_latest.pth",
+            "ae76d3dce017c181f6c541c4884d606315b4a09ca1d29757ca44c8688e845bfe", _H,
+            notes="ablation: stage input x_{t-1} only"),
+    _prenet("prenet_real.1", "prenet_real", "real/PReNet1.pth",
+            "eba0c0ed941565abce9c61ceb8b36ff5e1532320c20efc11843f5f7fc810f7bb", "not stated in the repository"),
+    _prenet("prenet_real.2", "prenet_real", "real/PReNet2.pth",
+            "cbf6068474e64bf81ea8597fe1473cda19e7d0afadb3c81beb41f8dcc3751269", "not stated in the repository"),
+)
+
+
+def _index(records: tuple[WeightRecord, ...]) -> dict[str, WeightRecord]:
+    table: dict[str, WeightRecord] = {}
+    for record in records:
+        if record.name in table:
+            raise ValueError(f"duplicate weight record {record.name!r}")
+        table[record.name] = record
+    return table
+
+
+CATALOG: dict[str, WeightRecord] = _index(_RECORDS)
+BY_SHA256: dict[str, WeightRecord] = {r.sha256: r for r in _RECORDS}
+
+
+def list_weights() -> list[str]:
+    """Names accepted by :func:`derain.load`, sorted."""
+    return sorted(CATALOG)
+
+
+def get_record(name: str) -> WeightRecord:
+    try:
+        return CATALOG[name]
+    except KeyError:
+        raise InputError(f"unknown weights {name!r}; valid names: {', '.join(list_weights())} "
+                         "(or pass the path of a checkpoint file)") from None

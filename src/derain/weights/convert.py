@@ -1,0 +1,117 @@
+"""Official checkpoint layouts: one unwrapper, detection from keys and shapes, one pure converter per layout.
+
+Every converter is a ``state_dict -> state_dict`` function producing the keys of derain's module for that
+architecture. derain's modules reproduce the official names, so the converters only validate and copy; they exist
+so that a layout change has one place to go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+from derain.errors import WeightsError
+
+StateDict = dict[str, Tensor]
+
+# Containers official repositories wrap their state_dict in (SPANet and JDNet save {'net': ..., 'opt': ...}).
+_WRAPPER_KEYS = ("net", "state_dict", "model", "params", "params_ema", "generator")
+
+
+def unwrap(obj: object) -> StateDict:
+    """Return the tensor mapping inside a loaded checkpoint: unwrap known containers, strip ``module.``."""
+    for _ in range(3):
+        if isinstance(obj, Mapping) and obj and all(isinstance(v, Tensor) for v in obj.values()):
+            break
+        if isinstance(obj, Mapping):
+            inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+            if inner is not None:
+                obj = inner
+                continue
+        found = sorted(map(str, obj))[:6] if isinstance(obj, Mapping) else type(obj).__name__
+        raise WeightsError(f"no state_dict found in the checkpoint (top level holds {found}); "
+                           f"expected a mapping of tensors, possibly under one of {', '.join(_WRAPPER_KEYS)}")
+    assert isinstance(obj, Mapping)
+    state = {str(k): v for k, v in obj.items()}
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+@dataclass(frozen=True)
+class Detected:
+    model: str                                # registry name
+    options: Mapping[str, Any] = field(default_factory=dict)
+    channel_order: str = "rgb"
+
+
+def _detect_prenet(sd: StateDict) -> Detected | None:
+    w = sd.get("conv0.0.weight")
+    if w is None or "conv.0.weight" not in sd or w.ndim != 4:
+        return None
+    channels = int(w.shape[0])
+    options = {"channels": channels} if channels != 32 else {}
+    recursive = "res_conv2.0.weight" not in sd
+    if int(w.shape[1]) == 3:
+        return Detected("prenet_x", options)
+    if "conv_z.0.weight" in sd:
+        return Detected("prenet_gru", options)
+    if "conv_i.0.weight" in sd:
+        # PReNet, the no-residual LSTM ablations and Generator_lstm share one key set; a file not in the
+        # catalog is taken as the main model (the catalog's sha256 lookup names the others).
+        return Detected("prenet_r" if recursive else "prenet", options)
+    return Detected("prn_r" if recursive else "prn", options)
+
+
+def _detect_sian(sd: StateDict) -> Detected | None:
+    w = sd.get("body.tran_conv.weight")
+    if w is None:
+        return None
+    scales = len({k.split(".")[2] for k in sd if k.startswith("body.scale_conv.")})
+    dog = sd.get("body.scale_conv.0.conv_m.0.weight")
+    options: dict[str, Any] = {}
+    if int(w.shape[0]) != 32:
+        options["channels"] = int(w.shape[0])
+    if scales != 3:
+        options["scales"] = scales
+    if dog is not None and int(dog.shape[1]) // int(w.shape[0]) + 1 != 6:
+        options["gaussian_layers"] = int(dog.shape[1]) // int(w.shape[0]) + 1
+    return Detected("sian", options)
+
+
+_DETECTORS: tuple[tuple[str, Callable[[StateDict], Detected | None]], ...] = (
+    ("SIAN (body.tran_conv...)", _detect_sian),
+    ("PReNet family (conv0.0..., conv.0...)", _detect_prenet),
+)
+
+
+def detect(sd: StateDict) -> Detected:
+    """Name the architecture (and constructor options) a state_dict belongs to, from its keys and shapes."""
+    for _, detector in _DETECTORS:
+        found = detector(sd)
+        if found is not None:
+            return found
+    sample = ", ".join(sorted(sd)[:5]) or "no keys"
+    known = "; ".join(label for label, _ in _DETECTORS)
+    raise WeightsError(f"unknown checkpoint layout (keys: {sample}, ... {len(sd)} tensors); known layouts: {known}")
+
+
+def _identity(sd: StateDict) -> StateDict:
+    return dict(sd)
+
+
+# One converter per official layout, keyed by the registry's constructor family.
+CONVERTERS: dict[str, Callable[[StateDict], StateDict]] = {
+    "prenet": _identity,
+    "sian": _identity,
+}
+
+
+def convert(sd: StateDict, *, family: str) -> StateDict:
+    try:
+        return CONVERTERS[family](sd)
+    except KeyError:
+        raise WeightsError(f"no converter for {family!r}; known: {', '.join(sorted(CONVERTERS))}") from None

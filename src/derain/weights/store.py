@@ -1,0 +1,183 @@
+"""Safe, hash-checked loading of weights: catalog names, official pickles and our safetensors files.
+
+Pickles are only ever read with ``torch.load(weights_only=True)``; nothing else is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from derain.archs import create_model, get_entry
+from derain.errors import InputError, WeightsError
+from derain.weights.catalog import BY_SHA256, CATALOG, WeightRecord, get_record
+from derain.weights.convert import StateDict, convert, detect, unwrap
+
+WEIGHTS_ENV = "DERAIN_WEIGHTS"
+_META_PREFIX = "derain."
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class LoadedWeights:
+    """A state_dict ready for ``model.load_state_dict(strict=True)`` and what it belongs to."""
+
+    model: str
+    options: Mapping[str, Any]
+    state_dict: StateDict
+    channel_order: str
+    sha256: str
+    source: str                          # the file it was read from
+    record: WeightRecord | None = None   # the catalog record, when the file is a known one
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.record.name if self.record else Path(self.source).name
+
+    def build(self) -> nn.Module:
+        """Construct the model and load the weights strictly (eval mode)."""
+        model = create_model(self.model, **self.options)
+        missing, unexpected = [], []
+        try:
+            result = model.load_state_dict(self.state_dict, strict=False)
+            missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+        except RuntimeError as exc:  # shape mismatches
+            raise WeightsError(f"{self.source}: weights do not fit {self.model!r}: {str(exc).splitlines()[-1]}") from None
+        if missing or unexpected:
+            raise WeightsError(f"{self.source}: weights do not fit {self.model!r} "
+                               f"(missing {missing[:4]}{'...' if len(missing) > 4 else ''}, "
+                               f"unexpected {unexpected[:4]}{'...' if len(unexpected) > 4 else ''})")
+        return model.eval()
+
+
+def search_dirs() -> list[Path]:
+    """Folders searched for official checkpoint files, in order: $DERAIN_WEIGHTS (os.pathsep-separated),
+    then ~/.cache/derain/official."""
+    dirs = [Path(p).expanduser() for p in os.environ.get(WEIGHTS_ENV, "").split(os.pathsep) if p]
+    return [*dirs, Path.home() / ".cache" / "derain" / "official"]
+
+
+def locate(record: WeightRecord) -> Path:
+    """The file of a catalog record: bundled with the package, or the user's copy of an official file."""
+    if record.bundled:
+        return Path(__file__).resolve().parent.parent / "assets" / record.file
+    for folder in search_dirs():
+        candidate = folder / record.file
+        if candidate.is_file():
+            return candidate
+    where = ", ".join(str(d) for d in search_dirs())
+    raise WeightsError(f"{record.name}: official file {record.file!r} not found in {where}; download it from "
+                       f"{record.origin} (sha256 {record.sha256[:12]}...) and pass its path, or put the official "
+                       f"layout under a folder named by ${WEIGHTS_ENV}")
+
+
+def _read_file(path: Path) -> tuple[StateDict, dict[str, str]]:
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        raise WeightsError(f"{path}: empty file, not a checkpoint")
+    if path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})  # noqa: SIM118
+        except (SafetensorError, OSError, ValueError) as exc:
+            if path.suffix == ".safetensors":
+                raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError, ValueError,
+            UnicodeDecodeError, AttributeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"{path}: not a PyTorch checkpoint that can be loaded safely ({first[:160]})") from None
+    return unwrap(obj), {}
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> LoadedWeights:
+    """Read an official checkpoint or a derain safetensors file; recognise known files by sha256."""
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"{path}: no such file")
+    if not path.is_file():
+        raise WeightsError(f"{path}: is a directory, not a checkpoint file")
+    sha = sha256_file(path)
+    raw, metadata = _read_file(path)
+    record = BY_SHA256.get(sha)
+    if record is None and metadata.get(_META_PREFIX + "name") in CATALOG:
+        named = CATALOG[metadata[_META_PREFIX + "name"]]
+        record = named if named.sha256 == metadata.get(_META_PREFIX + "source_sha256") else None
+    if _META_PREFIX + "model" in metadata:
+        model = metadata[_META_PREFIX + "model"]
+        get_entry(model)
+        options = json.loads(metadata.get(_META_PREFIX + "options", "{}"))
+        order = metadata.get(_META_PREFIX + "channel_order", "rgb")
+        return LoadedWeights(model, options, raw, order, sha, str(path), record, metadata)
+    if record is not None:
+        model, options, order = record.model, dict(record.options), record.channel_order
+    else:
+        found = detect(raw)
+        model, options, order = found.model, dict(found.options), found.channel_order
+    state = convert(raw, family=get_entry(model).family)
+    return LoadedWeights(model, options, state, order, sha, str(path), record, metadata)
+
+
+def load_weights(name_or_path: str | os.PathLike[str]) -> LoadedWeights:
+    """Weights by catalog name (``"sian.rain100l"``) or by file path."""
+    text = os.fspath(name_or_path)
+    if text in CATALOG:
+        record = get_record(text)
+        loaded = read_checkpoint(locate(record))
+        if loaded.sha256 != record.sha256:
+            raise WeightsError(f"{loaded.source}: sha256 {loaded.sha256[:12]}... does not match {record.name} "
+                               f"({record.sha256[:12]}...); the file is corrupt or a different checkpoint")
+        return loaded
+    if not Path(text).exists() and "/" not in text and os.sep not in text and not Path(text).suffix:
+        get_record(text)  # raises with the list of valid names
+    return read_checkpoint(text)
+
+
+def save_converted(weights: LoadedWeights, out: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Write weights as safetensors with derain metadata (model, options, channel order, source sha256)."""
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise InputError(f"{out}: the output file must end in .safetensors")
+    if out.resolve() == Path(weights.source).resolve():
+        raise InputError(f"{out}: refusing to overwrite the input checkpoint; choose another output path")
+    if out.exists() and not overwrite:
+        raise InputError(f"{out}: exists; pass --overwrite to replace it")
+    weights.build()  # proves the state_dict fits before anything is written
+    metadata = {
+        "format": "pt",
+        _META_PREFIX + "model": weights.model,
+        _META_PREFIX + "options": json.dumps(dict(weights.options), sort_keys=True),
+        _META_PREFIX + "channel_order": weights.channel_order,
+        _META_PREFIX + "source_sha256": weights.metadata.get(_META_PREFIX + "source_sha256", weights.sha256),
+        _META_PREFIX + "name": weights.record.name if weights.record else "",
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        save_file({k: v.contiguous() for k, v in weights.state_dict.items()}, str(tmp), metadata=metadata)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out

@@ -1,0 +1,163 @@
+"""Weights: every official SIAN/PReNet checkpoint loads strictly as its right variant (by sha256 and by keys),
+conversion to safetensors round-trips, and bad files give clear errors."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import derain
+from derain.weights import CATALOG, detect, read_checkpoint, save_converted, unwrap
+from derain.weights.catalog import BY_SHA256
+from tests.conftest import require_shared
+
+# Which variant each official file is (specs/prenet.md section 3, specs/sian.md).
+EXPECTED = {
+    "sian/rain100h.pth": "sian", "sian/rain100l.pth": "sian", "sian/rain1400.pth": "sian",
+    "prenet/Ablation/PReNet5_LSTM/net_latest.pth": "prenet_lstm",
+    "prenet/Ablation/PReNet6_LSTM/net_latest.pth": "prenet_lstm",
+    "prenet/Ablation/PReNet7_LSTM/net_latest.pth": "prenet_lstm",
+    "prenet/Ablation/PReNet6_MSE/net_latest.pth": "prenet_lstm",
+    "prenet/Ablation/PReNet6_RecSSIM/net_latest.pth": "prenet_lstm",
+    "prenet/Ablation/PReNet6_GRU/net_latest.pth": "prenet_gru",
+    "prenet/Ablation/PReNet6_x/net_latest.pth": "prenet_x",
+    "prenet/real/PReNet1.pth": "prenet_real", "prenet/real/PReNet2.pth": "prenet_real",
+    **{f"prenet/{d}/{v}/net_latest.pth": m for d in ("Rain100H", "Rain100L", "Rain1400")
+       for v, m in (("PReNet6", "prenet"), ("PReNet6_r", "prenet_r"), ("PRN6", "prn"), ("PRN6_r", "prn_r"))},
+}
+STAGES = {"PReNet5_LSTM": 5, "PReNet7_LSTM": 7, "real": 4}
+
+
+def official_sums() -> dict[str, str]:
+    sums = require_shared("weights", "official", "SHA256SUMS")
+    rows = (line.split() for line in sums.read_text().splitlines() if line.strip())
+    return {path.removeprefix("./"): sha for sha, path in rows}
+
+
+def test_catalog_covers_every_official_file() -> None:
+    sums = official_sums()
+    for rel, sha in sums.items():
+        if rel.startswith("spanet/"):
+            continue
+        assert sha in BY_SHA256, f"{rel} has no catalog record"
+        assert BY_SHA256[sha].file == rel
+    assert set(EXPECTED) == {r for r in sums if not r.startswith("spanet/")}
+
+
+@pytest.mark.parametrize("rel", sorted(EXPECTED))
+def test_official_file_loads_strictly_as_its_variant(rel: str) -> None:
+    path = require_shared("weights", "official", rel)
+    weights = read_checkpoint(path)
+    assert weights.record is not None and weights.record.file == rel
+    assert weights.model == EXPECTED[rel]
+    model = weights.build()  # strict
+    stages = next((t for key, t in STAGES.items() if key in rel), 6)
+    assert model.stages == stages
+    out = model(torch.rand(1, 3, 9, 11))
+    assert len(out.stages) == stages
+
+
+@pytest.mark.parametrize("rel", sorted(EXPECTED))
+def test_layout_detected_from_keys_alone(rel: str) -> None:
+    sd = unwrap(torch.load(require_shared("weights", "official", rel), weights_only=True))
+    found = detect(sd)
+    # PReNet and its no-residual twins share one key set: keys alone name the family's main model.
+    same_keys = {"prenet_lstm": "prenet", "prenet_real": "prenet"}
+    assert found.model == same_keys.get(EXPECTED[rel], EXPECTED[rel])
+    derain.create_model(found.model, **found.options).load_state_dict(sd, strict=True)
+
+
+def test_unknown_file_with_known_layout_is_detected(tmp_path: Path) -> None:
+    sd = derain.create_model("prn_r").state_dict()
+    path = tmp_path / "mine.pth"
+    torch.save({"net": {f"module.{k}": v for k, v in sd.items()}, "epoch": 3}, path)
+    weights = read_checkpoint(path)
+    assert weights.record is None and weights.model == "prn_r"
+    weights.build()
+
+
+def test_convert_round_trip(tmp_path: Path) -> None:
+    src = require_shared("weights", "official", "prenet", "Ablation", "PReNet5_LSTM", "net_latest.pth")
+    original = read_checkpoint(src)
+    out = save_converted(original, tmp_path / "p5.safetensors")
+    again = read_checkpoint(out)
+    assert again.model == "prenet_lstm" and dict(again.options) == {"stages": 5}
+    assert again.metadata["derain.source_sha256"] == original.sha256
+    assert again.record is not None and again.record.name == "prenet_lstm.t5"
+    x = torch.rand(1, 3, 10, 12)
+    with torch.no_grad():
+        assert torch.equal(original.build()(x).image, again.build()(x).image)
+    with pytest.raises(derain.InputError, match="exists"):
+        save_converted(original, out)
+
+
+def test_load_by_catalog_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DERAIN_WEIGHTS", str(require_shared("weights", "official")))
+    restorer = derain.load("sian.rain100l", device="cpu")
+    assert restorer.name == "sian.rain100l"
+    monkeypatch.setenv("DERAIN_WEIGHTS", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(derain.WeightsError, match="pangbo1997/RainRemoval"):
+        derain.load("sian.rain100l")
+
+
+def test_catalog_sha_mismatch_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "sian" / "rain100l.pth"
+    fake.parent.mkdir()
+    torch.save(derain.create_model("sian").state_dict(), fake)
+    monkeypatch.setenv("DERAIN_WEIGHTS", str(tmp_path))
+    with pytest.raises(derain.WeightsError, match="does not match sian.rain100l"):
+        derain.load("sian.rain100l")
+
+
+class _Evil:
+    def __reduce__(self):  # noqa: ANN204
+        return (print, ("unpickled!",))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty file"),
+        (b"this is not a checkpoint\n", "not a PyTorch checkpoint"),
+        (pickle.dumps(_Evil()), "not a PyTorch checkpoint"),
+    ],
+)
+def test_bad_files_are_weights_errors(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "bad.pth"
+    path.write_bytes(content)
+    with pytest.raises(derain.WeightsError, match=message):
+        read_checkpoint(path)
+
+
+def test_unknown_layout_and_missing_paths(tmp_path: Path) -> None:
+    path = tmp_path / "other.pth"
+    torch.save({"encoder.weight": torch.zeros(3, 3)}, path)
+    with pytest.raises(derain.WeightsError, match="unknown checkpoint layout.*encoder.weight"):
+        read_checkpoint(path)
+    with pytest.raises(derain.WeightsError, match="no such file"):
+        read_checkpoint(tmp_path / "missing.pth")
+    with pytest.raises(derain.WeightsError, match="directory"):
+        read_checkpoint(tmp_path)
+    with pytest.raises(derain.InputError, match="unknown weights 'sian.rain'"):
+        derain.load("sian.rain")
+
+
+def test_wrong_shapes_are_reported(tmp_path: Path) -> None:
+    sd = derain.create_model("prenet").state_dict()
+    sd["conv.0.weight"] = torch.zeros(4, 32, 3, 3)
+    path = tmp_path / "bad.safetensors"
+    save_file(sd, str(path), metadata={"derain.model": "prenet"})
+    with pytest.raises(derain.WeightsError, match="do not fit 'prenet'"):
+        read_checkpoint(path).build()
+
+
+def test_every_record_names_a_registered_model() -> None:
+    for record in CATALOG.values():
+        model = derain.create_model(record.model, **record.options)
+        assert record.name.split(".")[0] in derain.list_models() or record.model in derain.list_models()
+        assert model is not None
