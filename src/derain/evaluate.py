@@ -14,7 +14,8 @@ from typing import Any, Literal
 from derain.errors import InputError
 from derain.inference import Restorer
 from derain.io import write_image
-from derain.metrics import PROTOCOLS, measure, quantize_levels
+from derain.metrics import PROTOCOLS, measure
+from derain.metrics import quantize as quantize_image
 
 Progress = Callable[[int, int, str], None]
 
@@ -104,7 +105,7 @@ def evaluate(
         psnr, ssim = measure(output, pair.clean[None], protocol=protocol, quantize=quantize, downsample=downsample)
         scores.append(ImageScore(pair.name, float(psnr[0]), float(ssim[0]), seconds))
         if out_dir is not None:
-            saved = quantize_levels(output.clamp(0, 1), quantize) if quantize else output.clamp(0, 1)
+            saved = quantize_image(output.clamp(0, 1), quantize) if quantize else output.clamp(0, 1)
             write_image(out_dir / Path(pair.name).with_suffix(".png"), saved)
         if progress is not None:
             progress(index + 1, len(dataset), pair.name)
