@@ -58,7 +58,7 @@ def test_unused_sian_block_is_kept_for_strict_loading() -> None:
 
 
 def test_unknown_model_lists_valid_names() -> None:
-    with pytest.raises(derain.InputError, match="valid names: .*sian"):
+    with pytest.raises(derain.InputError, match=r"valid names: .*sian"):
         create_model("sain")
 
 

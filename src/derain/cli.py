@@ -140,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("derain: aborted", err=True)
         return 130
     except DerainError as exc:
-        typer.echo(f"derain: error: {exc}", err=True)
+        # One line: multi-line messages (a list of unpairable files) are joined.
+        text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        typer.echo(f"derain: error: {text}", err=True)
         return 1
     except OSError as exc:
         typer.echo(f"derain: error: {exc.filename or ''}: {exc.strerror or exc}", err=True)

@@ -128,12 +128,13 @@ class RPDBlock(nn.Module):
         """DoG stacks, coarsest first; each octave restarts from the max-pooled map at twice the base sigma."""
         g = self._blur(features, 0)
         pyramid = []
-        for _ in range(self.scales):
+        for octave in range(self.scales):
             layers = [g]
             for i in range(1, self.blur_kernels.shape[0]):
                 layers.append(self._blur(layers[-1], i))
-            pyramid.append(torch.cat([b - a for a, b in zip(layers, layers[1:])], 1))
-            g = F.max_pool2d(layers[len(layers) - 3], 2)  # the map at twice the octave's base sigma
+            pyramid.append(torch.cat([b - a for a, b in zip(layers, layers[1:], strict=False)], 1))
+            if octave + 1 < self.scales:
+                g = F.max_pool2d(layers[len(layers) - 3], 2)  # the map at twice the octave's base sigma
         return pyramid[::-1]
 
     def forward(self, z: Tensor, state: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from derain.weights.catalog import BY_SHA256, CATALOG, WeightRecord, get_record
 from derain.weights.convert import StateDict, convert, detect, unwrap
 
 WEIGHTS_ENV = "DERAIN_WEIGHTS"
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pkl", ".ckpt", ".tar", ".bin", ".safetensors")
 _META_PREFIX = "derain."
 
 
@@ -62,7 +61,8 @@ class LoadedWeights:
             result = model.load_state_dict(self.state_dict, strict=False)
             missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
         except RuntimeError as exc:  # shape mismatches
-            raise WeightsError(f"{self.source}: weights do not fit {self.model!r}: {str(exc).splitlines()[-1]}") from None
+            reason = str(exc).strip().splitlines()[-1]
+            raise WeightsError(f"{self.source}: weights do not fit {self.model!r}: {reason}") from None
         if missing or unexpected:
             raise WeightsError(f"{self.source}: weights do not fit {self.model!r} "
                                f"(missing {missing[:4]}{'...' if len(missing) > 4 else ''}, "
@@ -103,10 +103,11 @@ def _read_file(path: Path) -> tuple[StateDict, dict[str, str]]:
         except (SafetensorError, OSError, ValueError) as exc:
             if path.suffix == ".safetensors":
                 raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
+    if not (head.startswith(b"PK") or head[:1] == b"\x80"):  # zip (torch >= 1.6) or legacy pickle
+        raise WeightsError(f"{path}: not a PyTorch checkpoint (neither a zip nor a pickle file)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, RuntimeError, ValueError,
-            UnicodeDecodeError, AttributeError, TypeError) as exc:
+    except Exception as exc:  # a malformed file can fail anywhere inside the unpickler
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"{path}: not a PyTorch checkpoint that can be loaded safely ({first[:160]})") from None
     return unwrap(obj), {}
@@ -150,7 +151,8 @@ def load_weights(name_or_path: str | os.PathLike[str]) -> LoadedWeights:
             raise WeightsError(f"{loaded.source}: sha256 {loaded.sha256[:12]}... does not match {record.name} "
                                f"({record.sha256[:12]}...); the file is corrupt or a different checkpoint")
         return loaded
-    if not Path(text).exists() and "/" not in text and os.sep not in text and not Path(text).suffix:
+    looks_like_name = "/" not in text and os.sep not in text and Path(text).suffix not in CHECKPOINT_SUFFIXES
+    if looks_like_name and not Path(text).exists():
         get_record(text)  # raises with the list of valid names
     return read_checkpoint(text)
 
