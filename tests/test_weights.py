@@ -1,5 +1,6 @@
-"""Weights: every official SIAN/PReNet checkpoint loads strictly as its right variant (by sha256 and by keys),
-conversion to safetensors round-trips, and bad files give clear errors."""
+"""Weights: every official SIAN/PReNet/SPANet checkpoint loads strictly as its right variant (by sha256 and by
+keys), a JDNet file in the official layout loads through the user's path, conversion to safetensors round-trips,
+and bad files give clear errors."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tests.conftest import require_shared
 # Which variant each official file is (specs/prenet.md section 3, specs/sian.md).
 EXPECTED = {
     "sian/rain100h.pth": "sian", "sian/rain100l.pth": "sian", "sian/rain1400.pth": "sian",
+    "spanet/latest.pth": "spanet",
     "prenet/Ablation/PReNet5_LSTM/net_latest.pth": "prenet_lstm",
     "prenet/Ablation/PReNet6_LSTM/net_latest.pth": "prenet_lstm",
     "prenet/Ablation/PReNet7_LSTM/net_latest.pth": "prenet_lstm",
@@ -41,11 +43,9 @@ def official_sums() -> dict[str, str]:
 def test_catalog_covers_every_official_file() -> None:
     sums = official_sums()
     for rel, sha in sums.items():
-        if rel.startswith("spanet/"):
-            continue
         assert sha in BY_SHA256, f"{rel} has no catalog record"
         assert BY_SHA256[sha].file == rel
-    assert set(EXPECTED) == {r for r in sums if not r.startswith("spanet/")}
+    assert set(EXPECTED) == set(sums)
 
 
 @pytest.mark.parametrize("rel", sorted(EXPECTED))
@@ -54,11 +54,11 @@ def test_official_file_loads_strictly_as_its_variant(rel: str) -> None:
     weights = read_checkpoint(path)
     assert weights.record is not None and weights.record.file == rel
     assert weights.model == EXPECTED[rel]
+    assert weights.channel_order == ("bgr" if EXPECTED[rel] == "spanet" else "rgb")
     model = weights.build()  # strict
-    stages = next((t for key, t in STAGES.items() if key in rel), 6)
-    assert model.stages == stages
+    stages = 1 if EXPECTED[rel] == "spanet" else next((t for key, t in STAGES.items() if key in rel), 6)
     out = model(torch.rand(1, 3, 9, 11))
-    assert len(out.stages) == stages
+    assert len(out.stages) == stages and out.image.shape == (1, 3, 9, 11)
 
 
 @pytest.mark.parametrize("rel", sorted(EXPECTED))
@@ -179,3 +179,48 @@ def test_h_trained_checkpoints_derain_a_rain100h_crop(rel: str) -> None:
     before = float(psnr(rainy, clean, data_range=1.0, y_channel=True)[0])
     after = float(psnr(restorer(rainy), clean, data_range=1.0, y_channel=True)[0])
     assert after > before + 8, f"{rel}: {before:.2f} dB -> {after:.2f} dB"
+
+
+def _official_jdnet_state(**options: object) -> dict[str, torch.Tensor]:
+    """A JDNet state_dict as the official training saves it: nn.DataParallel names (``module.``), random values."""
+    gen = torch.Generator().manual_seed(1)
+    model = derain.create_model("jdnet", **options)
+    return {f"module.{k}": (torch.rand(v.shape, generator=gen) + 0.5 if v.is_floating_point() else v)
+            for k, v in model.state_dict().items()}
+
+
+def test_official_jdnet_layout_loads_through_the_user_path(tmp_path: Path) -> None:
+    """``{'net': DataParallel state_dict, 'clock_net', 'opt_net'}`` with exactly the keys and shapes of
+    specs/keys/jdnet_keys.txt is detected as JDNet (BGR) and loads strictly via derain.load and derain convert."""
+    listing = require_shared("specs", "keys", "jdnet_keys.txt").read_text().splitlines()
+    expected = {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in listing if line.strip()}
+    gen = torch.Generator().manual_seed(0)
+    state: dict[str, torch.Tensor] = {}
+    for key, shape_text in expected.items():
+        shape = tuple(int(v) for v in shape_text.strip("()").split(",") if v.strip())
+        state[key] = (torch.tensor(11) if key.endswith("num_batches_tracked")
+                      else torch.rand(shape, generator=gen) + 0.5)
+    assert len(state) == 2084
+    path = tmp_path / "latest_net"
+    torch.save({"net": state, "clock_net": 1234, "opt_net": {"state": {}, "param_groups": []}}, path)
+    restorer = derain.load(path, device="cpu")
+    assert restorer.weights.model == "jdnet" and restorer.channel_order == "bgr" and restorer.weights.record is None
+    loaded = restorer.model.state_dict()
+    assert {f"module.{k}" for k in loaded} == set(state)
+    for key, value in loaded.items():
+        assert torch.equal(value, state[f"module.{key}"]), key
+    converted = read_checkpoint(save_converted(restorer.weights, tmp_path / "jdnet.safetensors"))
+    assert converted.model == "jdnet" and converted.channel_order == "bgr"
+    rebuilt = converted.build().state_dict()
+    assert all(torch.equal(rebuilt[k], v) for k, v in loaded.items())
+
+
+@pytest.mark.parametrize(("options", "model"), [({}, "jdnet"), ({"attention": False}, "jdnet_r2"),
+                                                ({"attention": False, "calibrated": False}, "jdnet_r1"),
+                                                ({"units": 3}, "jdnet")])
+def test_jdnet_variants_detected_from_keys(options: dict[str, object], model: str) -> None:
+    sd = unwrap({"net": _official_jdnet_state(**options)})
+    found = detect(sd)
+    assert found.model == model and found.channel_order == "bgr"
+    assert dict(found.options) == ({"units": 3} if "units" in options else {})
+    derain.create_model(found.model, **found.options).load_state_dict(sd, strict=True)

@@ -11,9 +11,12 @@ from typing import Any
 
 from torch import nn
 
+from derain.archs.jdnet import PRESETS as _JDNET_PRESETS
+from derain.archs.jdnet import JDNet
 from derain.archs.prenet import PRESETS as _PRENET_PRESETS
 from derain.archs.prenet import PReNet
 from derain.archs.sian import SIAN
+from derain.archs.spanet import SPANet
 from derain.errors import InputError
 
 
@@ -49,6 +52,10 @@ MODELS: dict[str, ModelEntry] = _table((
     ModelEntry("prenet_gru", PReNet, _PRENET_PRESETS["prenet_gru"], "PReNet ablation: GRU recurrence"),
     ModelEntry("prenet_x", PReNet, _PRENET_PRESETS["prenet_x"], "PReNet ablation: stage input x only"),
     ModelEntry("prenet_real", PReNet, _PRENET_PRESETS["prenet_real"], "PReNet Generator_lstm (4 stages, real)"),
+    ModelEntry("spanet", SPANet, {}, "SPANet (CVPR 2019): spatial attentive module, four-directional IRNN"),
+    ModelEntry("jdnet", JDNet, _JDNET_PRESETS["jdnet"], "JDNet (ACM MM 2020): 32 joint units, 7x7 pairwise attention"),
+    ModelEntry("jdnet_r1", JDNet, _JDNET_PRESETS["jdnet_r1"], "JDNet ablation R1: scale aggregation only"),
+    ModelEntry("jdnet_r2", JDNet, _JDNET_PRESETS["jdnet_r2"], "JDNet ablation R2: scale aggregation + SC conv"),
 ))
 
 

@@ -12,6 +12,7 @@ Input and output are RGB in [0, 1]; outputs are not clamped.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -132,7 +133,7 @@ class RPDBlock(nn.Module):
             layers = [g]
             for i in range(1, self.blur_kernels.shape[0]):
                 layers.append(self._blur(layers[-1], i))
-            pyramid.append(torch.cat([b - a for a, b in zip(layers, layers[1:], strict=False)], 1))
+            pyramid.append(torch.cat([b - a for a, b in itertools.pairwise(layers)], 1))
             if octave + 1 < self.scales:
                 g = F.max_pool2d(layers[len(layers) - 3], 2)  # the map at twice the octave's base sigma
         return pyramid[::-1]

@@ -52,9 +52,20 @@ def _sian(tag: str, sha: str, data: str, metrics: Mapping[str, tuple[float, floa
                         metrics=metrics or {})
 
 
+def _spanet() -> WeightRecord:
+    return WeightRecord(
+        name="spanet.real", model="spanet", file="spanet/latest.pth",
+        sha256="3b5d58d0f4569004a0d2dc6f4373463bd60991fc8a04c061361357cf012e5eb0",
+        origin="stevewongv/SPANet@f0d982d0 model/latest", training_data="SPA-Data real rain (training/real_world.txt)",
+        license="BSD-3-Clause-style licence of stevewongv/SPANet; not redistributed", channel_order="bgr",
+        quantize="round", metrics={"rain100L/matlab-y": (29.340, 0.9022)},
+        notes="trained on real rain, so low on synthetic Rain100L; boundary_relu=True (the official CUDA IRNN)")
+
+
 _H, _L, _R1400 = "RainTrainH (1,254 pairs)", "RainTrainL (200 pairs)", "Rain12600 (900 x 14)"
 
 _RECORDS: tuple[WeightRecord, ...] = (
+    _spanet(),
     _sian("rain100l", "ab3894696b6c17c7a901ad4096dc4cdfaac835a00447ec64553df809ee143956", _L,
           {"rain100L/matlab-y": (38.823, 0.9839)}),
     _sian("rain100h", "eafdb36506a4b087c1ccd8b6f73009284bf6daa223ecce28d713aa6472c91b91", _H,

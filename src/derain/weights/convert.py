@@ -82,9 +82,43 @@ def _detect_sian(sd: StateDict) -> Detected | None:
     return Detected("sian", options)
 
 
+def _detect_spanet(sd: StateDict) -> Detected | None:
+    w = sd.get("conv_in.0.weight")
+    if w is None or "SAM1.irnn1.up_weight.weight" not in sd:
+        return None
+    channels = int(w.shape[0])
+    # The official weights were trained on cv2 (BGR) images, as every SPANet-layout file from its code.
+    return Detected("spanet", {"channels": channels} if channels != 32 else {}, channel_order="bgr")
+
+
+def _detect_jdnet(sd: StateDict) -> Detected | None:
+    w = sd.get("enterBlock.0.weight")
+    if w is None or "exitBlock.0.weight" not in sd:
+        return None
+    units = len({k.split(".")[2] for k in sd if k.startswith("derain_net.units.")})
+    scales = len({k.split(".")[4] for k in sd if k.startswith("derain_net.units.0.res_list.")})
+    attention = "derain_net.units.0.san.conv.weight" in sd
+    calibrated = "derain_net.units.0.scn.conv3.weight" in sd
+    name = "jdnet" if attention else ("jdnet_r2" if calibrated else "jdnet_r1")
+    if attention and not calibrated:
+        raise WeightsError("JDNet-layout checkpoint with self-attention but without the self-calibrated convolution "
+                           "(no derain_net.units.0.scn.*): no JDNet variant has that combination")
+    options: dict[str, Any] = {}
+    if int(w.shape[0]) != 32:
+        options["channels"] = int(w.shape[0])
+    if units != 32:
+        options["units"] = units
+    if scales != 4:
+        options["scales"] = scales
+    # JDNet's official code reads images with cv2 and never converts them: BGR.
+    return Detected(name, options, channel_order="bgr")
+
+
 _DETECTORS: tuple[tuple[str, Callable[[StateDict], Detected | None]], ...] = (
     ("SIAN (body.tran_conv...)", _detect_sian),
     ("PReNet family (conv0.0..., conv.0...)", _detect_prenet),
+    ("SPANet (conv_in.0..., SAM1.irnn1...)", _detect_spanet),
+    ("JDNet (enterBlock.0..., derain_net.units...)", _detect_jdnet),
 )
 
 
@@ -107,6 +141,8 @@ def _identity(sd: StateDict) -> StateDict:
 CONVERTERS: dict[str, Callable[[StateDict], StateDict]] = {
     "prenet": _identity,
     "sian": _identity,
+    "spanet": _identity,
+    "jdnet": _identity,
 }
 
 

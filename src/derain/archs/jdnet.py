@@ -1,0 +1,182 @@
+"""JDNet — joint self-attention, scale aggregation and self-calibrated convolution (Wang et al., ACM MM 2020).
+
+Official class ``ODE_DerainNet`` (Ohraincu/JDNet, ``code/base/*/config/model.py``; ``../shared/specs/jdnet.md``):
+a 3x3 entry convolution, 32 *joint units* chained with dense 1x1 fusion (unit i sees the previous fused output;
+the fusion after it sees the entry features and every unit output so far), a 3x3 exit convolution followed by a
+LeakyReLU that predicts the rain layer R, and the output ``O - R``. A joint unit is
+
+    x <- x + conv(lrelu(bn2(SAM(lrelu(bn1(x))))))     pairwise self-attention bottleneck (7x7, reflection padding)
+    f  = conv11(concat[x, up(r1), up(r2), up(r3), up(r4)])   r_i: cascaded stride-2 residual blocks, nearest up
+    y  = SCBottleneck(f + x)                               self-calibrated convolution, pooling r = 4
+
+Every activation is LeakyReLU(0.2); there is BatchNorm in the attention bottleneck only. Module names reproduce the
+official state_dict keys (after stripping DataParallel's ``module.``). Ablations (jdnet.md §4): ``attention=False,
+calibrated=False`` is R1 (scale aggregation only, the unit returns ``f + x``), ``attention=False`` alone is R2.
+
+Input and output keep the network's channel order (BGR for official weights); outputs are not clamped. Any size
+works as in the official code (stride-2 levels round up, up-sampling goes back to the exact size) as long as height
+and width are at least 4, which the reflection padding and the 4x4 average pooling need; the official code fails
+below that, here such inputs are replicate-padded to 4 inside the model and cropped back.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from derain.nn.pairwise import PairwiseSelfAttention
+from derain.types import DerainOutput
+
+_MIN_SIZE = 4
+
+PRESETS: dict[str, dict[str, bool]] = {
+    "jdnet": {},
+    "jdnet_r1": {"attention": False, "calibrated": False},
+    "jdnet_r2": {"attention": False},
+}
+
+
+def _lrelu() -> nn.LeakyReLU:
+    return nn.LeakyReLU(0.2)
+
+
+def _conv3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=stride, padding=1)
+
+
+class ResidualBlock(nn.Module):
+    """``Residual_Block(stride=2)``: c = lrelu(conv_s2(x)); c + conv(lrelu(conv(c)))."""
+
+    def __init__(self, *, channels: int, stride: int = 2) -> None:
+        super().__init__()
+        self.convert = nn.Sequential(_conv3(channels, channels, stride), _lrelu())
+        self.res = nn.Sequential(_conv3(channels, channels), _lrelu(), _conv3(channels, channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        c = self.convert(x)
+        return c + self.res(c)
+
+
+class SCConv(nn.Module):
+    """Self-calibration: k4(k3(u) * sigmoid(u + nearest_up(k2(avgpool_r(u)))))."""
+
+    def __init__(self, *, channels: int, pooling: int = 4) -> None:
+        super().__init__()
+        self.k2 = nn.Sequential(nn.AvgPool2d(pooling, stride=pooling), _conv3(channels, channels))
+        self.k3 = nn.Sequential(_conv3(channels, channels))
+        self.k4 = nn.Sequential(_conv3(channels, channels), _lrelu())
+
+    def forward(self, u: Tensor) -> Tensor:
+        gate = torch.sigmoid(u + F.interpolate(self.k2(u), size=u.shape[2:], mode="nearest"))
+        return self.k4(self.k3(u) * gate)
+
+
+class SCBottleneck(nn.Module):
+    """Two half-width branches (plain 3x3, self-calibrated), 1x1 fusion, identity, LeakyReLU."""
+
+    def __init__(self, *, channels: int, pooling: int = 4) -> None:
+        super().__init__()
+        half = channels // 2
+        self.conv1_a = nn.Conv2d(channels, half, kernel_size=1)
+        self.k1 = nn.Sequential(_conv3(half, half), _lrelu())
+        self.conv1_b = nn.Conv2d(channels, half, kernel_size=1)
+        self.scconv = SCConv(channels=half, pooling=pooling)
+        self.conv3 = nn.Conv2d(2 * half, 2 * half, kernel_size=1)
+        self.relu = _lrelu()
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = self.k1(self.relu(self.conv1_a(x)))
+        b = self.scconv(self.relu(self.conv1_b(x)))
+        return self.relu(self.conv3(torch.cat([a, b], dim=1)) + x)
+
+
+class AttentionBottleneck(nn.Module):
+    """SAN's bottleneck with JDNet's LeakyReLU: x + conv(lrelu(bn2(SAM(lrelu(bn1(x))))))."""
+
+    def __init__(self, *, channels: int, kernel_size: int = 7, chunk_rows: int | None = None) -> None:
+        super().__init__()
+        mid = channels // 4
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.sam = PairwiseSelfAttention(in_channels=channels, rel_channels=channels // 16, out_channels=mid,
+                                         share_channels=8, kernel_size=kernel_size, chunk_rows=chunk_rows)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.conv = nn.Conv2d(mid, channels, kernel_size=1)
+        self.relu = _lrelu()
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn2(self.sam(self.relu(self.bn1(x)))))
+        return self.conv(out) + x
+
+
+class JointUnit(nn.Module):
+    """``Scale_attention`` (scale_attention=False, as in every shipped config): SAN -> scale aggregation -> SC."""
+
+    def __init__(self, *, channels: int, scales: int = 4, attention: bool = True, calibrated: bool = True,
+                 kernel_size: int = 7, chunk_rows: int | None = None) -> None:
+        super().__init__()
+        self.res_list = nn.ModuleList(ResidualBlock(channels=channels) for _ in range(scales))
+        self.san = AttentionBottleneck(channels=channels, kernel_size=kernel_size,
+                                       chunk_rows=chunk_rows) if attention else None
+        self.conv11 = nn.Sequential(nn.Conv2d((scales + 1) * channels, channels, kernel_size=1), _lrelu())
+        self.scn = SCBottleneck(channels=channels) if calibrated else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.san is not None:
+            x = self.san(x)
+        size = x.shape[2:]
+        levels, t = [x], x
+        for block in self.res_list:
+            t = block(t)
+            levels.append(F.interpolate(t, size=size, mode="nearest"))
+        fused = self.conv11(torch.cat(levels, dim=1)) + x
+        return self.scn(fused) if self.scn is not None else fused
+
+
+class DenseConnection(nn.Module):
+    """The chain of joint units, each followed by a 1x1 fusion of the entry features and all unit outputs."""
+
+    def __init__(self, *, channels: int, units: int, scales: int, attention: bool, calibrated: bool,
+                 kernel_size: int, chunk_rows: int | None) -> None:
+        super().__init__()
+        self.units = nn.ModuleList(
+            JointUnit(channels=channels, scales=scales, attention=attention, calibrated=calibrated,
+                      kernel_size=kernel_size, chunk_rows=chunk_rows) for _ in range(units))
+        self.conv1x1 = nn.ModuleList(
+            nn.Sequential(nn.Conv2d((i + 2) * channels, channels, kernel_size=1), _lrelu()) for i in range(units))
+
+    def forward(self, x: Tensor) -> Tensor:
+        features, out = [x], x
+        for unit, fuse in zip(self.units, self.conv1x1, strict=True):
+            features.append(unit(out))
+            out = fuse(torch.cat(features, dim=1))
+        return out
+
+
+class JDNet(nn.Module):
+    """``ODE_DerainNet``. Defaults are the released configuration (4,681,859 parameters).
+
+    ``chunk_rows`` bounds the memory of the attention's unfolded footprints (rows per band; ``None``: automatic).
+    """
+
+    def __init__(self, *, channels: int = 32, units: int = 32, scales: int = 4, attention: bool = True,
+                 calibrated: bool = True, kernel_size: int = 7, chunk_rows: int | None = None) -> None:
+        super().__init__()
+        if channels % 32:
+            raise ValueError(f"channels must be a multiple of 32 (the attention uses channels/16 relation and "
+                             f"channels/4 value channels in groups of 8), got {channels}")
+        if units < 1 or scales < 0:
+            raise ValueError(f"need units >= 1 and scales >= 0, got units={units}, scales={scales}")
+        self.min_size = _MIN_SIZE if (attention or calibrated) else 1
+        self.enterBlock = nn.Sequential(_conv3(3, channels), _lrelu())  # official key name
+        self.derain_net = DenseConnection(channels=channels, units=units, scales=scales, attention=attention,
+                                          calibrated=calibrated, kernel_size=kernel_size, chunk_rows=chunk_rows)
+        self.exitBlock = nn.Sequential(_conv3(channels, 3), _lrelu())  # official key name
+
+    def forward(self, x: Tensor) -> DerainOutput:
+        height, width = x.shape[2:]
+        short_h, short_w = max(0, self.min_size - height), max(0, self.min_size - width)
+        inp = F.pad(x, (0, short_w, 0, short_h), mode="replicate") if short_h or short_w else x
+        rain = self.exitBlock(self.derain_net(self.enterBlock(inp)))
+        image = (inp - rain)[:, :, :height, :width]
+        return DerainOutput(image=image, stages=(image,), attention=())

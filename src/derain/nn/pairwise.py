@@ -1,0 +1,101 @@
+"""Pairwise self-attention over a k x k footprint (SAN's ``SAM`` with ``sa_type=0``, as modified by JDNet).
+
+For every pixel p and footprint position j (the k*k neighbours N_j(p), row-major, reflection-padded borders):
+
+    relation  r[c, j, p] = q[c, p] - k[c, N_j(p)]              q = conv1(x), k = conv2(x)   (subtraction)
+    position  e[c, j, p] = pe[c, p] - pe[c, N_j(p)]            pe = conv_p(grid), grid = (x, y) in [-1, 1]
+    weights   a[:, :, p] = softmax_j(conv_w(concat[r, e]))     conv_w = LeakyReLU(0.2), 1x1 (no bias), 1x1
+    output    y[c, p]    = sum_j a[c mod Cw, j, p] * v[c, N_j(p)]   v = conv3(x), Cw = out / share weight maps
+
+The official code runs CuPy CUDA kernels (``subtraction_refpad``, ``subtraction2_refpad``, ``aggregation_refpad``);
+here the footprint is gathered with ``F.unfold`` on a reflection-padded tensor, which is the same computation and
+differentiates with autograd. The unfolded tensors hold k*k values per pixel and channel, so large images are
+processed in horizontal bands of rows (``chunk_rows``; the result does not depend on it). Autograd still keeps
+every band for the backward pass: training memory grows with k*k times the feature size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# Elements allowed in one band's largest unfolded tensors (about 0.25 GB in float32) when chunk_rows is None.
+_BAND_BUDGET = 1 << 26
+
+
+def position_grid(height: int, width: int, *, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``(1, 2, H, W)``: channel 0 the x coordinate (linspace(-1, 1, W) along the width), channel 1 the y one."""
+    xs = torch.linspace(-1.0, 1.0, width, dtype=dtype, device=device).view(1, width).expand(height, width)
+    ys = torch.linspace(-1.0, 1.0, height, dtype=dtype, device=device).view(height, 1).expand(height, width)
+    return torch.stack([xs, ys]).unsqueeze(0)
+
+
+class PairwiseSelfAttention(nn.Module):
+    """JDNet's ``SAM``: pairwise (subtraction) self-attention with position encoding, reflection padding.
+
+    Attribute names reproduce the official state_dict keys (``conv1``, ``conv2``, ``conv3``, ``conv_w.1``,
+    ``conv_w.2``, ``conv_p``). ``chunk_rows``: rows per band (``None``: chosen from the image size so that a band's
+    unfolded tensors stay around 2**26 values).
+    """
+
+    def __init__(self, *, in_channels: int = 32, rel_channels: int = 2, out_channels: int = 8,
+                 share_channels: int = 8, kernel_size: int = 7, chunk_rows: int | None = None) -> None:
+        super().__init__()
+        if out_channels % share_channels or kernel_size % 2 == 0:
+            raise ValueError(f"need out_channels divisible by share_channels and an odd kernel_size; got "
+                             f"{out_channels}, {share_channels}, {kernel_size}")
+        if chunk_rows is not None and chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be positive or None, got {chunk_rows}")
+        self.kernel_size = kernel_size
+        self.chunk_rows = chunk_rows
+        self.weight_maps = out_channels // share_channels
+        self.conv1 = nn.Conv2d(in_channels, rel_channels, kernel_size=1)
+        self.conv2 = nn.Conv2d(in_channels, rel_channels, kernel_size=1)
+        self.conv3 = nn.Conv2d(in_channels, out_channels, kernel_size=1)
+        self.conv_w = nn.Sequential(
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(rel_channels + 2, rel_channels, kernel_size=1, bias=False),
+            nn.Conv2d(rel_channels, self.weight_maps, kernel_size=1),
+        )
+        self.conv_p = nn.Conv2d(2, 2, kernel_size=1)
+
+    def band_rows(self, batch: int, height: int, width: int) -> int:
+        if self.chunk_rows is not None:
+            return self.chunk_rows
+        per_row = batch * self.kernel_size**2 * width * max(self.conv3.out_channels, self.conv_w[1].in_channels)
+        return max(1, min(height, _BAND_BUDGET // max(per_row, 1)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, _, height, width = x.shape
+        pad = self.kernel_size // 2
+        if min(height, width) <= pad:
+            raise ValueError(f"reflection padding by {pad} needs height and width > {pad}, got {height}x{width}")
+        q, k, v = self.conv1(x), self.conv2(x), self.conv3(x)
+        pe = self.conv_p(position_grid(height, width, dtype=x.dtype, device=x.device))
+        k_pad, v_pad, pe_pad = (F.pad(t, (pad, pad, pad, pad), mode="reflect") for t in (k, v, pe))
+        rows = self.band_rows(batch, height, width)
+        bands = [self._band(q, k_pad, v_pad, pe, pe_pad, r0, min(r0 + rows, height))
+                 for r0 in range(0, height, rows)]
+        return bands[0] if len(bands) == 1 else torch.cat(bands, dim=2)
+
+    def _band(self, q: Tensor, k_pad: Tensor, v_pad: Tensor, pe: Tensor, pe_pad: Tensor, r0: int, r1: int) -> Tensor:
+        """Output rows ``r0:r1``: the footprints of those rows live in padded rows ``r0 : r1 + k - 1``."""
+        batch, width = q.shape[0], q.shape[3]
+        taps, span = self.kernel_size**2, r1 - r0
+        cells = span * width
+
+        def footprint(t: Tensor) -> Tensor:  # (B, C, k*k, cells); unfold orders (C, kh, kw) like the kernels
+            slab = t[:, :, r0:r1 + self.kernel_size - 1]
+            return F.unfold(slab, self.kernel_size).view(t.shape[0], t.shape[1], taps, cells)
+
+        def centre(t: Tensor) -> Tensor:
+            return t[:, :, r0:r1].reshape(t.shape[0], t.shape[1], 1, cells)
+
+        relation = centre(q) - footprint(k_pad)
+        position = (centre(pe) - footprint(pe_pad)).expand(batch, -1, -1, -1)
+        weights = torch.softmax(self.conv_w(torch.cat([relation, position], dim=1)), dim=2)
+        values = footprint(v_pad)
+        groups = values.shape[1] // self.weight_maps  # value channel c uses weight map c % Cw (tiled)
+        out = (values.view(batch, groups, self.weight_maps, taps, cells) * weights.unsqueeze(1)).sum(3)
+        return out.view(batch, values.shape[1], span, width)

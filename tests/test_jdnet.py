@@ -1,0 +1,174 @@
+"""JDNet contracts: official key layout and parameter count, forward/backward at odd sizes, the pairwise
+self-attention against a literal per-pixel evaluation of its definition, band (row-chunk) invariance, ablations."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from derain.archs.jdnet import PRESETS, JDNet
+from derain.nn.pairwise import PairwiseSelfAttention
+from derain.types import DerainOutput
+
+PARAMS = 4_681_859
+
+
+def _tiny(**kw: object) -> JDNet:
+    return JDNet(units=2, **kw)  # type: ignore[arg-type]
+
+
+def test_parameter_count() -> None:
+    assert sum(p.numel() for p in JDNet().parameters()) == PARAMS
+
+
+def test_official_keys_load_strictly(shared_dir: Path) -> None:
+    """A state dict built from jdnet_keys.txt (DataParallel names, random values) loads strictly once unprefixed."""
+    listing = (shared_dir / "specs" / "keys" / "jdnet_keys.txt").read_text().splitlines()
+    gen = torch.Generator().manual_seed(0)
+    official: dict[str, torch.Tensor] = {}
+    for line in listing:
+        key, shape_text = line.split(" ", 1)
+        shape = tuple(int(v) for v in shape_text.strip("()").split(",") if v.strip())
+        if key.endswith("num_batches_tracked"):
+            official[key] = torch.tensor(7)
+        else:
+            official[key] = torch.rand(shape, generator=gen) + (0.5 if key.endswith("running_var") else 0.0)
+    assert len(official) == 2084 and all(k.startswith("module.") for k in official)
+    state = {k.removeprefix("module."): v for k, v in official.items()}
+    model = JDNet()
+    assert list(model.state_dict()) == list(state)
+    model.load_state_dict(state, strict=True)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+def test_forward_backward_odd_size_tiny() -> None:
+    torch.manual_seed(0)
+    model = _tiny()
+    x = torch.rand(2, 3, 19, 23, requires_grad=True)
+    out = model(x)
+    assert isinstance(out, DerainOutput) and out.image.shape == x.shape and out.attention == ()
+    out.image.square().mean().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing
+
+
+def test_default_config_forward_small_input() -> None:
+    torch.manual_seed(0)
+    model = JDNet().eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 13, 18))
+    assert out.image.shape == (1, 3, 13, 18) and torch.isfinite(out.image).all()
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (3, 9), (4, 4), (17, 33)])
+def test_any_size(size: tuple[int, int]) -> None:
+    model = _tiny().eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, *size)).image.shape == (1, 3, *size)
+
+
+def test_output_is_input_minus_rain() -> None:
+    model = _tiny().eval()
+    with torch.no_grad():
+        model.exitBlock[0].weight.zero_()
+        model.exitBlock[0].bias.fill_(-1.0)  # R = lrelu(-1) = -0.2 everywhere
+        x = torch.rand(1, 3, 8, 9)
+        torch.testing.assert_close(model(x).image, x + 0.2)
+
+
+def test_ablation_presets() -> None:
+    keys = {name: set(JDNet(units=1, **opts).state_dict()) for name, opts in PRESETS.items()}
+    assert any(".san." in k for k in keys["jdnet"]) and any(".scn." in k for k in keys["jdnet"])
+    assert not any(".san." in k or ".scn." in k for k in keys["jdnet_r1"])
+    assert not any(".san." in k for k in keys["jdnet_r2"]) and any(".scn." in k for k in keys["jdnet_r2"])
+    for opts in PRESETS.values():
+        model = JDNet(units=1, **opts).eval()
+        with torch.no_grad():
+            assert model(torch.rand(1, 3, 7, 6)).image.shape == (1, 3, 7, 6)
+
+
+def test_rejects_unsupported_widths() -> None:
+    with pytest.raises(ValueError, match="multiple of 32"):
+        JDNet(channels=16)
+
+
+def _reflect(i: int, n: int) -> int:
+    if i < 0:
+        return -i
+    if i >= n:
+        return 2 * (n - 1) - i
+    return i
+
+
+def _attention_by_definition(sam: PairwiseSelfAttention, x: torch.Tensor) -> torch.Tensor:
+    """Literal per-pixel evaluation: explicit reflected indices, subtraction relation, position encoding,
+    softmax over the k*k footprint, value channel c weighted by weight map c % Cw."""
+    batch, _, height, width = x.shape
+    ksz, half = sam.kernel_size, sam.kernel_size // 2
+    q, k, v = sam.conv1(x), sam.conv2(x), sam.conv3(x)
+    ys = torch.linspace(-1, 1, height, dtype=x.dtype)
+    xs = torch.linspace(-1, 1, width, dtype=x.dtype)
+    grid = torch.stack([xs.view(1, width).expand(height, width), ys.view(height, 1).expand(height, width)])
+    pe = torch.einsum("oc,chw->ohw", sam.conv_p.weight[:, :, 0, 0], grid) + sam.conv_p.bias.view(2, 1, 1)
+    w1, w2, b2 = sam.conv_w[1].weight[:, :, 0, 0], sam.conv_w[2].weight[:, :, 0, 0], sam.conv_w[2].bias
+    maps = w2.shape[0]
+    out = torch.zeros(batch, v.shape[1], height, width, dtype=x.dtype)
+    for b in range(batch):
+        for i in range(height):
+            for j in range(width):
+                logits = torch.zeros(maps, ksz * ksz, dtype=x.dtype)
+                taps = []
+                for t in range(ksz * ksz):
+                    ni, nj = _reflect(i + t // ksz - half, height), _reflect(j + t % ksz - half, width)
+                    taps.append((ni, nj))
+                    feat = torch.cat([q[b, :, i, j] - k[b, :, ni, nj], pe[:, i, j] - pe[:, ni, nj]])
+                    hidden = w1 @ torch.nn.functional.leaky_relu(feat, 0.2)
+                    logits[:, t] = w2 @ hidden + b2
+                weights = torch.softmax(logits, dim=1)
+                for c in range(v.shape[1]):
+                    out[b, c, i, j] = sum(weights[c % maps, t] * v[b, c, ni, nj] for t, (ni, nj) in enumerate(taps))
+    return out
+
+
+def test_pairwise_attention_matches_its_definition() -> None:
+    torch.manual_seed(0)
+    # two weight maps (share 2 of 4 value channels) to exercise the c % Cw tiling; a 5x6 image so that the 7x7
+    # footprint reflects on every side
+    sam = PairwiseSelfAttention(in_channels=5, rel_channels=2, out_channels=4, share_channels=2).double()
+    for p in sam.parameters():
+        p.data.normal_(0, 0.7)
+    x = torch.randn(2, 5, 5, 6, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(sam(x), _attention_by_definition(sam, x), rtol=1e-10, atol=1e-12)
+
+
+def test_row_bands_do_not_change_the_result() -> None:
+    torch.manual_seed(0)
+    whole = PairwiseSelfAttention(chunk_rows=10_000).double()
+    x = torch.randn(2, 32, 11, 9, dtype=torch.float64, requires_grad=True)
+    ref = whole(x)
+    (gx_ref,) = torch.autograd.grad(ref.sum(), x)
+    for rows in (1, 2, 4):
+        banded = PairwiseSelfAttention(chunk_rows=rows).double()
+        banded.load_state_dict(whole.state_dict())
+        got = banded(x)
+        (gx,) = torch.autograd.grad(got.sum(), x)
+        torch.testing.assert_close(got, ref, rtol=0, atol=1e-13)
+        torch.testing.assert_close(gx, gx_ref, rtol=0, atol=1e-12)
+    assert whole.band_rows(1, 2000, 3000) == 10_000
+    assert 1 <= PairwiseSelfAttention().band_rows(1, 2000, 3000) < math.ceil(2000 / 4)
+
+
+def test_jdnet_chunk_rows_option_is_passed_down() -> None:
+    torch.manual_seed(0)
+    a, b = _tiny().eval(), _tiny(chunk_rows=3).eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.rand(1, 3, 10, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(a(x).image, b(x).image, rtol=1e-6, atol=1e-6)
+    assert all(m.chunk_rows == 3 for m in b.modules() if isinstance(m, PairwiseSelfAttention))
