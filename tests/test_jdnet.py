@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from derain.archs.jdnet import PRESETS, JDNet
-from derain.nn.pairwise import PairwiseSelfAttention
+from derain.nn.pairwise import PairwiseSelfAttention, position_grid
 from derain.types import DerainOutput
 
 PARAMS = 4_681_859
@@ -135,6 +135,24 @@ def _attention_by_definition(sam: PairwiseSelfAttention, x: torch.Tensor) -> tor
     return out
 
 
+def _attention_by_unfold(sam: PairwiseSelfAttention, x: torch.Tensor) -> torch.Tensor:
+    """The unfold formulation of specs/jdnet.md (footprints gathered with F.unfold on reflection-padded maps)."""
+    batch, _, height, width = x.shape
+    ksz, half = sam.kernel_size, sam.kernel_size // 2
+
+    def unfold(t: torch.Tensor) -> torch.Tensor:
+        padded = torch.nn.functional.pad(t, (half,) * 4, mode="reflect")
+        return torch.nn.functional.unfold(padded, ksz).view(t.shape[0], t.shape[1], ksz * ksz, height * width)
+
+    q, k, v = sam.conv1(x), sam.conv2(x), sam.conv3(x)
+    pe = sam.conv_p(position_grid(height, width, dtype=x.dtype, device=x.device))
+    rel = q.view(batch, q.shape[1], 1, -1) - unfold(k)
+    prel = (pe.view(1, 2, 1, -1) - unfold(pe)).expand(batch, -1, -1, -1)
+    w = torch.softmax(sam.conv_w(torch.cat([rel, prel], 1)), dim=2)  # the 1x1 convs on the 4-D tensor
+    out = (w.repeat(1, v.shape[1] // w.shape[1], 1, 1) * unfold(v)).sum(2)
+    return out.view(batch, v.shape[1], height, width)
+
+
 def test_pairwise_attention_matches_its_definition() -> None:
     torch.manual_seed(0)
     # two weight maps (share 2 of 4 value channels) to exercise the c % Cw tiling; a 5x6 image so that the 7x7
@@ -144,7 +162,9 @@ def test_pairwise_attention_matches_its_definition() -> None:
         p.data.normal_(0, 0.7)
     x = torch.randn(2, 5, 5, 6, dtype=torch.float64)
     with torch.no_grad():
-        torch.testing.assert_close(sam(x), _attention_by_definition(sam, x), rtol=1e-10, atol=1e-12)
+        fast, literal, unfolded = sam(x), _attention_by_definition(sam, x), _attention_by_unfold(sam, x)
+    torch.testing.assert_close(unfolded, literal, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(fast, literal, rtol=1e-10, atol=1e-12)
 
 
 def test_row_bands_do_not_change_the_result() -> None:
@@ -172,3 +192,19 @@ def test_jdnet_chunk_rows_option_is_passed_down() -> None:
     with torch.no_grad():
         torch.testing.assert_close(a(x).image, b(x).image, rtol=1e-6, atol=1e-6)
     assert all(m.chunk_rows == 3 for m in b.modules() if isinstance(m, PairwiseSelfAttention))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_inference_path_equals_autograd_path(channels_last: bool) -> None:
+    """Without autograd the dense fusion runs as matrix products over one feature buffer: same result as the
+    concatenating path that training uses, in both memory formats and for a batch of two."""
+    torch.manual_seed(0)
+    model = JDNet(units=3).eval()
+    x = torch.rand(2, 3, 21, 26)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        fast = model(x).image
+    slow = model(x).image.detach()
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)

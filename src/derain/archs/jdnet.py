@@ -146,17 +146,33 @@ class DenseConnection(nn.Module):
             nn.Sequential(nn.Conv2d((i + 2) * channels, channels, kernel_size=1), _lrelu()) for i in range(units))
 
     def forward(self, x: Tensor) -> Tensor:
-        features, out = [x], x
-        for unit, fuse in zip(self.units, self.conv1x1, strict=True):
-            features.append(unit(out))
-            out = fuse(torch.cat(features, dim=1))
+        if torch.is_grad_enabled():
+            features, out = [x], x
+            for unit, fuse in zip(self.units, self.conv1x1, strict=True):
+                features.append(unit(out))
+                out = fuse(torch.cat(features, dim=1))
+            return out
+        # Without autograd: every unit output is written once into one pixels x channels buffer, and each 1x1 fusion is
+        # a matrix product with a channel prefix of it (a strided view, no copy) -- instead of concatenating a growing
+        # list of feature maps 32 times, which moves O(units^2) feature maps through memory.
+        batch, channels, height, width = x.shape
+        buffer = torch.empty(batch, height, width, channels * (len(self.units) + 1), dtype=x.dtype, device=x.device)
+        rows = buffer.view(-1, buffer.shape[-1])
+        buffer[..., :channels] = x.permute(0, 2, 3, 1)
+        out = x
+        for i, (unit, fuse) in enumerate(zip(self.units, self.conv1x1, strict=True)):
+            buffer[..., (i + 1) * channels:(i + 2) * channels] = unit(out).permute(0, 2, 3, 1)
+            conv = fuse[0]
+            used = (i + 2) * channels
+            fused = torch.addmm(conv.bias, rows[:, :used], conv.weight.view(conv.out_channels, used).t())
+            out = fuse[1](fused.view(batch, height, width, -1).permute(0, 3, 1, 2))  # NCHW view, channels_last
         return out
 
 
 class JDNet(nn.Module):
     """``ODE_DerainNet``. Defaults are the released configuration (4,681,859 parameters).
 
-    ``chunk_rows`` bounds the memory of the attention's unfolded footprints (rows per band; ``None``: automatic).
+    ``chunk_rows`` bounds the memory of the attention's k*k-footprint tensors (rows per band; ``None``: automatic).
     """
 
     def __init__(self, *, channels: int = 32, units: int = 32, scales: int = 4, attention: bool = True,
