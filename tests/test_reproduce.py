@@ -70,8 +70,13 @@ def test_reproduces_reference_on_every_tenth_image(case: str) -> None:
     assert abs(ssim - sum(reference[n][1] for n in names) / 10) < SSIM_TOL
 
 
+# The full SPANet set (29.340 / 0.9022, `derain eval` in the README) stays out of CI's slow run, which is already
+# close to CI's 30-minute budget on a 2-core CPU; its every-10th-image subset above runs everywhere.
+FULL_SET_CASES = sorted(c for c in CASES if not c.startswith("spanet"))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", FULL_SET_CASES)
 def test_reproduces_published_means_on_full_set(case: str) -> None:
     psnr, ssim = _check(case, range(100))
     assert abs(psnr - CASES[case][4]) <= PSNR_TOL
