@@ -57,12 +57,19 @@ def test_forward_backward_odd_size_tiny() -> None:
     assert not missing
 
 
-def test_default_config_forward_small_input() -> None:
+def test_default_config_forward_backward_at_67x45() -> None:
+    """The released configuration (32 units, 4,681,859 parameters) forward and backward at an odd size; the
+    inference path (no autograd) gives the same image."""
     torch.manual_seed(0)
-    model = JDNet().eval()
+    model = JDNet()
+    x = torch.rand(1, 3, 45, 67, requires_grad=True)
+    out = model(x)
+    assert out.image.shape == (1, 3, 45, 67) and torch.isfinite(out.image).all()
+    out.image.mean().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in model.parameters())
     with torch.no_grad():
-        out = model(torch.rand(1, 3, 13, 18))
-    assert out.image.shape == (1, 3, 13, 18) and torch.isfinite(out.image).all()
+        torch.testing.assert_close(model(x).image, out.image.detach(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("size", [(1, 1), (2, 3), (3, 9), (4, 4), (17, 33)])

@@ -224,3 +224,18 @@ def test_jdnet_variants_detected_from_keys(options: dict[str, object], model: st
     assert found.model == model and found.channel_order == "bgr"
     assert dict(found.options) == ({"units": 3} if "units" in options else {})
     derain.create_model(found.model, **found.options).load_state_dict(sd, strict=True)
+
+
+def test_spanet_convert_keeps_bgr_and_its_record(tmp_path: Path) -> None:
+    original = read_checkpoint(require_shared("weights", "official", "spanet", "latest.pth"))
+    assert original.record is not None and original.record.name == "spanet.real"
+    again = read_checkpoint(save_converted(original, tmp_path / "spanet.safetensors"))
+    assert again.model == "spanet" and again.channel_order == "bgr"
+    assert again.record is not None and again.record.name == "spanet.real"  # found through the source sha256
+    x = torch.rand(1, 3, 17, 23)
+    a = derain.Restorer(original.build(), name="a", channel_order=original.channel_order, device="cpu")
+    b = derain.load(tmp_path / "spanet.safetensors", device="cpu")
+    assert b.channel_order == "bgr"
+    torch.testing.assert_close(a(x), b(x))
+    # the record's BGR adapter matters: the same weights fed RGB give another image
+    assert not torch.allclose(a(x), derain.Restorer(original.build(), name="c", device="cpu")(x))

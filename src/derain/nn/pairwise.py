@@ -31,14 +31,6 @@ def position_grid(height: int, width: int, *, dtype: torch.dtype, device: torch.
     return torch.stack([xs, ys]).unsqueeze(0)
 
 
-def _pointwise(conv: nn.Module, x: Tensor) -> Tensor:
-    """A 1x1 ``nn.Conv2d`` applied to ``(B, C, taps, cells)`` as a channel matmul: the same sums, but some 20x faster
-    on CPU than a convolution over a 49-row, 100k-column "image" with a handful of channels."""
-    assert isinstance(conv, nn.Conv2d)
-    out = torch.einsum("oc,bctn->botn", conv.weight.flatten(1), x)
-    return out if conv.bias is None else out + conv.bias.view(1, -1, 1, 1)
-
-
 class PairwiseSelfAttention(nn.Module):
     """JDNet's ``SAM``: pairwise (subtraction) self-attention with position encoding, reflection padding.
 
@@ -104,10 +96,17 @@ class PairwiseSelfAttention(nn.Module):
             taps = [centre - padded[:, :, r0 + dy:r1 + dy, dx:dx + width] for dy, dx in windows]
             return torch.stack(taps, dim=2).flatten(3)
 
-        relation = differences(q, k_pad)
-        position = differences(pe, pe_pad).expand(batch, -1, -1, -1)
-        logits = F.leaky_relu(torch.cat([relation, position], dim=1), 0.2)  # conv_w: LeakyReLU, 1x1, 1x1
-        weights = torch.softmax(_pointwise(self.conv_w[2], _pointwise(self.conv_w[1], logits)), dim=2)
+        # conv_w = LeakyReLU, 1x1 (no bias), 1x1 over concat[relation, position]: the two linear maps compose into
+        # one (Cw x (rel + 2)) matrix, applied to each part on its own (the position part has batch 1 and broadcasts).
+        first, second = self.conv_w[1], self.conv_w[2]
+        assert isinstance(first, nn.Conv2d) and isinstance(second, nn.Conv2d) and second.bias is not None
+        mix = second.weight.flatten(1) @ first.weight.flatten(1)
+        rel = q.shape[1]
+        relation = F.leaky_relu(differences(q, k_pad), 0.2, inplace=True)
+        position = F.leaky_relu(differences(pe, pe_pad), 0.2, inplace=True)
+        logits = torch.einsum("oc,bctn->botn", mix[:, :rel], relation)
+        logits = logits + (torch.einsum("oc,bctn->botn", mix[:, rel:], position) + second.bias.view(1, -1, 1, 1))
+        weights = torch.softmax(logits, dim=2)
         weights = weights.view(batch, 1, self.weight_maps, len(windows), span, width)
         # value channel c uses weight map c % Cw (tiled): split the channels as (groups, Cw)
         groups = v_pad.shape[1] // self.weight_maps
