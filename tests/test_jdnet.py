@@ -215,3 +215,22 @@ def test_inference_path_equals_autograd_path(channels_last: bool) -> None:
         fast = model(x).image
     slow = model(x).image.detach()
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+
+
+def test_joint_unit_equals_the_official_cat_then_convolve() -> None:
+    """The per-level 1x1 (applied before nearest up-sampling) gives the official concat -> conv11 result."""
+    import torch.nn.functional as F
+
+    from derain.archs.jdnet import JointUnit
+
+    torch.manual_seed(0)
+    unit = JointUnit(channels=32)
+    x = torch.randn(2, 32, 23, 37)
+    with torch.no_grad():
+        t = unit.san(x)
+        levels, r = [t], t
+        for block in unit.res_list:
+            r = block(r)
+            levels.append(F.interpolate(r, size=t.shape[2:], mode="nearest"))
+        expected = unit.scn(unit.conv11(torch.cat(levels, dim=1)) + t)
+        torch.testing.assert_close(unit(x), expected, rtol=1e-5, atol=1e-5)

@@ -124,12 +124,18 @@ class JointUnit(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.san is not None:
             x = self.san(x)
-        size = x.shape[2:]
-        levels, t = [x], x
-        for block in self.res_list:
+        # conv11 is a 1x1 convolution over concat[x, up(r1), ..., up(r4)]: split into one 1x1 per level, and since a
+        # 1x1 convolution commutes with nearest up-sampling, each level's is applied at its own (small) resolution.
+        # Same sums as the official cat-then-convolve, without the (scales+1)*C-channel full-size tensor.
+        conv, channels, size = self.conv11[0], x.shape[1], x.shape[2:]
+        assert isinstance(conv, nn.Conv2d)
+        fused = F.conv2d(x, conv.weight[:, :channels], conv.bias)
+        t = x
+        for level, block in enumerate(self.res_list, start=1):
             t = block(t)
-            levels.append(F.interpolate(t, size=size, mode="nearest"))
-        fused = self.conv11(torch.cat(levels, dim=1)) + x
+            part = F.conv2d(t, conv.weight[:, level * channels:(level + 1) * channels])
+            fused = fused + F.interpolate(part, size=size, mode="nearest")
+        fused = self.conv11[1](fused) + x
         return self.scn(fused) if self.scn is not None else fused
 
 
