@@ -31,3 +31,19 @@ def require_shared(*parts: str) -> Path:
 def shared_dir() -> Path:
     """The shared folder (data, official weights, references)."""
     return require_shared()
+
+
+def official_jdnet_state(*, seed: int = 0) -> dict:
+    """A state dict with exactly the keys and shapes of ``specs/keys/jdnet_keys.txt`` (the official DataParallel
+    layout, ``module.`` prefix), random positive values; BatchNorm step counters are integers."""
+    import torch
+
+    listing = require_shared("specs", "keys", "jdnet_keys.txt").read_text().splitlines()
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for line in filter(str.strip, listing):
+        key, shape_text = line.split(" ", 1)
+        shape = tuple(int(v) for v in shape_text.strip("()").split(",") if v.strip())
+        state[key] = (torch.tensor(7) if key.endswith("num_batches_tracked")
+                      else torch.rand(shape, generator=gen) + 0.5)
+    return state

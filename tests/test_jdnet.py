@@ -4,7 +4,6 @@ self-attention against a literal per-pixel evaluation of its definition, band (r
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ import torch
 from derain.archs.jdnet import PRESETS, JDNet
 from derain.nn.pairwise import PairwiseSelfAttention, position_grid
 from derain.types import DerainOutput
+from tests.conftest import official_jdnet_state
 
 PARAMS = 4_681_859
 
@@ -24,18 +24,9 @@ def test_parameter_count() -> None:
     assert sum(p.numel() for p in JDNet().parameters()) == PARAMS
 
 
-def test_official_keys_load_strictly(shared_dir: Path) -> None:
+def test_official_keys_load_strictly() -> None:
     """A state dict built from jdnet_keys.txt (DataParallel names, random values) loads strictly once unprefixed."""
-    listing = (shared_dir / "specs" / "keys" / "jdnet_keys.txt").read_text().splitlines()
-    gen = torch.Generator().manual_seed(0)
-    official: dict[str, torch.Tensor] = {}
-    for line in listing:
-        key, shape_text = line.split(" ", 1)
-        shape = tuple(int(v) for v in shape_text.strip("()").split(",") if v.strip())
-        if key.endswith("num_batches_tracked"):
-            official[key] = torch.tensor(7)
-        else:
-            official[key] = torch.rand(shape, generator=gen) + (0.5 if key.endswith("running_var") else 0.0)
+    official = official_jdnet_state()
     assert len(official) == 2084 and all(k.startswith("module.") for k in official)
     state = {k.removeprefix("module."): v for k, v in official.items()}
     model = JDNet()

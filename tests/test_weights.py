@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 import derain
 from derain.weights import CATALOG, detect, read_checkpoint, save_converted, unwrap
 from derain.weights.catalog import BY_SHA256
-from tests.conftest import require_shared
+from tests.conftest import official_jdnet_state, require_shared
 
 # Which variant each official file is (specs/prenet.md section 3, specs/sian.md).
 EXPECTED = {
@@ -192,14 +192,7 @@ def _official_jdnet_state(**options: object) -> dict[str, torch.Tensor]:
 def test_official_jdnet_layout_loads_through_the_user_path(tmp_path: Path) -> None:
     """``{'net': DataParallel state_dict, 'clock_net', 'opt_net'}`` with exactly the keys and shapes of
     specs/keys/jdnet_keys.txt is detected as JDNet (BGR) and loads strictly via derain.load and derain convert."""
-    listing = require_shared("specs", "keys", "jdnet_keys.txt").read_text().splitlines()
-    expected = {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in listing if line.strip()}
-    gen = torch.Generator().manual_seed(0)
-    state: dict[str, torch.Tensor] = {}
-    for key, shape_text in expected.items():
-        shape = tuple(int(v) for v in shape_text.strip("()").split(",") if v.strip())
-        state[key] = (torch.tensor(11) if key.endswith("num_batches_tracked")
-                      else torch.rand(shape, generator=gen) + 0.5)
+    state = official_jdnet_state()
     assert len(state) == 2084
     path = tmp_path / "latest_net"
     torch.save({"net": state, "clock_net": 1234, "opt_net": {"state": {}, "param_groups": []}}, path)
