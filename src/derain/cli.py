@@ -116,6 +116,82 @@ def convert_command(
                f"{weights.channel_order.upper()}, {len(weights.state_dict)} tensors)")
 
 
+class Style(str, Enum):
+    light = "light"
+    heavy = "heavy"
+    mixed = "mixed"
+
+
+@app.command("synth")
+def synth_command(
+    clean_dir: Annotated[Path, typer.Argument(help="Folder of clean images.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (rain/, norain/, mask/).")],
+    style: Annotated[Style, typer.Option(help="light (Rain100L-like), heavy (Rain100H-like) or mixed.")] = Style.light,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed and file name give the same rain.")] = 0,
+    textures: Annotated[Path | None, typer.Option(
+        help="Folder of rain-streak textures (black background) mixed with the procedural streaks.")] = None,
+    exclude: Annotated[Path | None, typer.Option(
+        help="Names to skip: a TSV with a bsds_file column (overlap_with_Rain100.tsv) or one name a line.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N images (sorted by name).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing output files.")] = False,
+) -> None:
+    """Add synthetic rain to clean images: write a rain-norain paired folder with rain masks."""
+    from derain.data.synthetic import load_textures, synthesize_folder
+    from derain.data.training import read_exclusions
+
+    streaks = load_textures(textures) if textures is not None else []
+    skip = frozenset(read_exclusions(exclude)) if exclude is not None else frozenset()
+    start = time.perf_counter()
+    written = synthesize_folder(clean_dir, output, style=style.value, seed=seed, textures=streaks, limit=limit,
+                                overwrite=overwrite, exclude=skip)
+    typer.echo(f"{len(written)} rainy/clean pairs ({style.value}, seed {seed}) in {output} "
+               f"({time.perf_counter() - start:.1f} s)")
+
+
+@app.command("train")
+def train_command(
+    config: Annotated[Path | None, typer.Argument(help="YAML config (configs/*.yaml); omit with --resume.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Run folder (checkpoints, log, weights).")]
+    = None,
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", help="Override a config value: --set optim.lr=1e-4 (repeatable).")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder exactly where it stopped.")]
+    = None,
+    stop_after: Annotated[int | None, typer.Option(min=1, help="Stop (with a checkpoint) after N steps.")] = None,
+    time_limit: Annotated[float | None, typer.Option(
+        min=1, help="Stop (with a checkpoint) after this many seconds; resume later.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+) -> None:
+    """Train a model (one process, or every process of torchrun --nproc_per_node=N -m derain train ...)."""
+    from derain.train import fit, load_config, load_run_config, to_dict
+    from derain.train.config import apply_overrides, config_from_dict
+
+    if resume is not None:
+        if output is not None and output.resolve() != resume.resolve():
+            raise derain.InputError("--resume names the run folder; leave out --output (or give the same folder)")
+        cfg = load_run_config(resume)
+        if config is not None:
+            given = load_config(config, overrides)
+            if to_dict(given) != to_dict(cfg):
+                cfg = given  # fit() names every difference that would break an exact resume
+        elif overrides:
+            cfg = config_from_dict(apply_overrides(to_dict(cfg), overrides))
+        out = resume
+    else:
+        if config is None or output is None:
+            raise derain.InputError("derain train needs a config file and --output DIR (or --resume DIR)")
+        cfg = load_config(config, overrides)
+        out = output
+    result = fit(cfg, out, resume=resume is not None, stop_after=stop_after, time_limit=time_limit,
+                 progress=not quiet)
+    if result.finished:
+        typer.echo(f"trained {cfg.model.name} for {result.step} steps in {result.seconds:.0f} s: "
+                   f"{out / 'weights.safetensors'} (validation {result.val_psnr:.2f} dB, SSIM {result.val_ssim:.4f})")
+    else:
+        typer.echo(f"stopped at step {result.step} of {cfg.train.steps}; continue with: "
+                   f"derain train --resume {out}")
+
+
 @app.command("list")
 def list_command() -> None:
     """List the architectures and the weight sets derain knows."""

@@ -167,18 +167,31 @@ def save_converted(weights: LoadedWeights, out: str | os.PathLike[str], *, overw
     if out.exists() and not overwrite:
         raise InputError(f"{out}: exists; pass --overwrite to replace it")
     weights.build()  # proves the state_dict fits before anything is written
+    return write_weights(out, model=weights.model, options=weights.options, state_dict=weights.state_dict,
+                         channel_order=weights.channel_order,
+                         source_sha256=weights.metadata.get(_META_PREFIX + "source_sha256", weights.sha256),
+                         name=weights.record.name if weights.record else "")
+
+
+def write_weights(out: str | os.PathLike[str], *, model: str, options: Mapping[str, Any], state_dict: StateDict,
+                  channel_order: str = "rgb", source_sha256: str = "", name: str = "",
+                  extra: Mapping[str, str] | None = None) -> Path:
+    """Write a state_dict as safetensors with the derain metadata that :func:`read_checkpoint` reads back,
+    atomically (temporary file, then rename). ``extra`` adds ``derain.<key>`` metadata entries."""
+    out = Path(out)
     metadata = {
         "format": "pt",
-        _META_PREFIX + "model": weights.model,
-        _META_PREFIX + "options": json.dumps(dict(weights.options), sort_keys=True),
-        _META_PREFIX + "channel_order": weights.channel_order,
-        _META_PREFIX + "source_sha256": weights.metadata.get(_META_PREFIX + "source_sha256", weights.sha256),
-        _META_PREFIX + "name": weights.record.name if weights.record else "",
+        _META_PREFIX + "model": model,
+        _META_PREFIX + "options": json.dumps(dict(options), sort_keys=True),
+        _META_PREFIX + "channel_order": channel_order,
+        _META_PREFIX + "source_sha256": source_sha256,
+        _META_PREFIX + "name": name,
+        **{_META_PREFIX + k: v for k, v in (extra or {}).items()},
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     try:
-        save_file({k: v.contiguous() for k, v in weights.state_dict.items()}, str(tmp), metadata=metadata)
+        save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(tmp), metadata=metadata)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -1,0 +1,249 @@
+"""Synthetic rain: a seeded generator that turns a clean image into a rainy one plus a binary rain mask.
+
+Two styles are modelled on the benchmarks (see :data:`STYLES`):
+
+``light`` (Rain100L-like)
+    one layer of sparse, thin streaks, one direction per image, added to the clean image.
+``heavy`` (Rain100H-like)
+    several layers of dense streaks with different directions, lengths and widths, over a veiling haze that
+    lifts the whole image towards a bright "atmospheric light" (rain accumulation).
+
+``mixed`` picks light or heavy per image with equal chance.
+
+A streak layer is procedural (sparse random drops, a slight Gaussian widening, a motion-blur line kernel at the
+layer's angle, a gain) or, when streak textures are given (the Garg & Nayar database in
+``../shared/data/rain_streaks``), a random crop of a texture, flipped and rotated to the image's direction.
+Layers combine additively with the (hazed) background and the result is clipped to [0, 1], the way the
+Rain100 sets were made. The mask marks pixels where the streak layer adds more than ``mask_threshold``.
+
+Everything is drawn from a ``torch.Generator``: the same seed gives the same rain, in any process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from derain.errors import InputError
+from derain.io import IMAGE_EXTENSIONS, read_image, write_image
+
+Style = Literal["light", "heavy", "mixed"]
+STYLE_NAMES: tuple[str, ...] = get_args(Style)
+
+
+@dataclass(frozen=True)
+class StreakParams:
+    """Ranges (low, high) drawn uniformly per layer."""
+
+    density: tuple[float, float]      # fraction of pixels that start a drop
+    length: tuple[float, float]       # streak length in pixels
+    width: tuple[float, float]        # Gaussian sigma of the drop before the motion blur (0 = one pixel)
+    gain: tuple[float, float]         # brightness added at a streak's core
+    spread: float                     # degrees a layer's direction may deviate from the image's direction
+
+
+@dataclass(frozen=True)
+class RainStyle:
+    layers: tuple[int, int]           # number of streak layers (low, high), inclusive
+    angle: float                      # the image's direction is drawn in [-angle, angle] degrees from vertical
+    streaks: StreakParams
+    haze: tuple[float, float]         # veiling transmission loss a: B' = (1 - a) B + a A
+    light: tuple[float, float]        # atmospheric light A
+    texture_chance: float             # chance that a layer comes from a texture instead of the procedure
+
+
+STYLES: dict[str, RainStyle] = {
+    "light": RainStyle(layers=(1, 1), angle=25.0,
+                       streaks=StreakParams(density=(0.001, 0.0035), length=(8, 24), width=(0.0, 0.4),
+                                            gain=(0.35, 0.75), spread=0.0),
+                       haze=(0.0, 0.0), light=(0.8, 0.9), texture_chance=0.3),
+    "heavy": RainStyle(layers=(2, 3), angle=20.0,
+                       streaks=StreakParams(density=(0.0015, 0.004), length=(20, 45), width=(0.3, 0.9),
+                                            gain=(0.4, 0.8), spread=12.0),
+                       haze=(0.05, 0.3), light=(0.75, 0.95), texture_chance=0.3),
+}
+
+
+def derive_seed(*keys: object) -> int:
+    """A 63-bit seed from any sequence of keys (stable across processes and Python runs)."""
+    digest = hashlib.blake2b(repr(keys).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def generator(*keys: object) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(derive_seed(*keys))
+    return g
+
+
+def _uniform(g: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand((), generator=g))
+
+
+def _line_kernel(length: float, angle_deg: float) -> Tensor:
+    """A normalised motion-blur kernel: a line of ``length`` pixels, ``angle_deg`` from vertical."""
+    size = math.ceil(length) | 1
+    theta = math.radians(angle_deg)
+    t = torch.linspace(-(length - 1) / 2, (length - 1) / 2, max(2 * size, 2))
+    ys = t * math.cos(theta) + size // 2
+    xs = t * math.sin(theta) + size // 2
+    kernel = torch.zeros(size, size)
+    y0, x0 = ys.floor(), xs.floor()
+    for dy in (0, 1):  # bilinear splat of the samples along the line
+        for dx in (0, 1):
+            w = (1 - (ys - y0 - dy).abs()) * (1 - (xs - x0 - dx).abs())
+            yy, xx = (y0 + dy).long().clamp(0, size - 1), (x0 + dx).long().clamp(0, size - 1)
+            kernel.index_put_((yy, xx), w, accumulate=True)
+    return kernel / kernel.sum()
+
+
+def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
+    if sigma < 0.3:
+        return x
+    r = math.ceil(2.5 * sigma)
+    k = torch.exp(-(torch.arange(-r, r + 1, dtype=x.dtype) ** 2) / (2 * sigma * sigma))
+    k = k / k.sum()
+    x = F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+    return F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+
+
+def _procedural_layer(h: int, w: int, angle: float, p: StreakParams, g: torch.Generator) -> Tensor:
+    """Sparse drops, widened by a Gaussian, smeared along a line: each streak about as bright as ``gain``."""
+    length = _uniform(g, *p.length)
+    kernel = _line_kernel(length, angle)
+    margin = kernel.shape[-1] // 2
+    hh, ww = h + 2 * margin, w + 2 * margin  # drops outside the image still cast streaks into it
+    density = _uniform(g, *p.density)
+    drops = (torch.rand(hh, ww, generator=g) < density).float()
+    drops = drops * (0.5 + 0.5 * torch.rand(hh, ww, generator=g))
+    sigma = _uniform(g, *p.width)
+    drops = _gaussian_blur(drops[None, None], sigma)
+    delta = torch.zeros(1, 1, 9, 9)
+    delta[..., 4, 4] = 1.0
+    peak = float(_gaussian_blur(delta, sigma).max())  # a drop's core after widening
+    streak = F.conv2d(drops, kernel[None, None]) * (kernel.shape[-1] / peak)
+    return (streak[0, 0] * _uniform(g, *p.gain)).clamp(0, 1)
+
+
+def _texture_layer(h: int, w: int, angle: float, texture: Tensor, p: StreakParams, g: torch.Generator) -> Tensor:
+    """A crop of a streak texture (grey, black background), scaled to cover the image and rotated."""
+    side = math.ceil(math.hypot(h, w))  # covers the image after any rotation
+    tex = texture[None, None]
+    scale = max(side / tex.shape[-2], side / tex.shape[-1]) * _uniform(g, 1.0, 1.6)
+    tex = F.interpolate(tex, scale_factor=scale, mode="bilinear", align_corners=False)
+    top = int(torch.randint(0, tex.shape[-2] - side + 1, (), generator=g))
+    left = int(torch.randint(0, tex.shape[-1] - side + 1, (), generator=g))
+    tex = tex[..., top:top + side, left:left + side]
+    if float(torch.rand((), generator=g)) < 0.5:
+        tex = tex.flip(-1)
+    c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    sx, sy = w / side, h / side  # output coordinates in units of the (side x side) source
+    theta = torch.tensor([[[c * sx, -s * sy, 0.0], [s * sx, c * sy, 0.0]]])
+    grid = F.affine_grid(theta, [1, 1, h, w], align_corners=False)
+    out = F.grid_sample(tex, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return (out[0, 0] * _uniform(g, *p.gain) * 1.2).clamp(0, 1)
+
+
+def rain_layer(h: int, w: int, style: RainStyle, g: torch.Generator,
+               textures: Sequence[Tensor] = ()) -> Tensor:
+    """The streak layer ``(h, w)`` in [0, 1] of one image: the sum of the style's layers, clipped."""
+    direction = _uniform(g, -style.angle, style.angle)
+    count = int(torch.randint(style.layers[0], style.layers[1] + 1, (), generator=g))
+    total = torch.zeros(h, w)
+    for _ in range(count):
+        angle = direction + _uniform(g, -style.streaks.spread, style.streaks.spread)
+        use_texture = bool(textures) and float(torch.rand((), generator=g)) < style.texture_chance
+        if use_texture:
+            pick = int(torch.randint(0, len(textures), (), generator=g))
+            total = total + _texture_layer(h, w, angle, textures[pick], style.streaks, g)
+        else:
+            total = total + _procedural_layer(h, w, angle, style.streaks, g)
+    return total.clamp(0, 1)
+
+
+def get_style(style: str | RainStyle, g: torch.Generator) -> RainStyle:
+    if isinstance(style, RainStyle):
+        return style
+    if style == "mixed":
+        return STYLES["light" if float(torch.rand((), generator=g)) < 0.5 else "heavy"]
+    try:
+        return STYLES[style]
+    except KeyError:
+        raise InputError(f"unknown rain style {style!r}; valid styles: {', '.join(STYLE_NAMES)}") from None
+
+
+def add_rain(clean: Tensor, *, style: str | RainStyle = "light", seed: int | None = None,
+             g: torch.Generator | None = None, textures: Sequence[Tensor] = (),
+             mask_threshold: float = 0.05) -> tuple[Tensor, Tensor]:
+    """Rain on a clean ``(3, H, W)`` float image in [0, 1]: returns ``(rainy (3, H, W), mask (1, H, W))``.
+
+    Pass ``seed`` (or a ``torch.Generator``) for repeatable rain; ``textures`` are ``(h, w)`` grey streak
+    textures in [0, 1] (:func:`load_textures`). The mask is 1 where the streaks add more than ``mask_threshold``.
+    """
+    if not isinstance(clean, Tensor) or clean.ndim != 3 or clean.shape[0] != 3 or not clean.is_floating_point():
+        shape = tuple(clean.shape) if isinstance(clean, Tensor) else type(clean).__name__
+        raise InputError(f"add_rain expects a float (3, H, W) RGB tensor in [0, 1], got {shape}")
+    if g is None:
+        g = generator("rain", 0 if seed is None else seed)
+    chosen = get_style(style, g)
+    h, w = clean.shape[-2:]
+    streaks = rain_layer(h, w, chosen, g, textures)
+    a = _uniform(g, *chosen.haze)
+    light = _uniform(g, *chosen.light)
+    background = clean.float() * (1 - a) + a * light
+    rainy = (background + streaks[None]).clamp(0, 1)
+    mask = (streaks > mask_threshold).float()[None]
+    return rainy.to(clean.dtype), mask
+
+
+def load_textures(folder: str | Path, *, limit: int | None = None) -> list[Tensor]:
+    """Grey streak textures ``(h, w)`` in [0, 1] from a folder of images (black background, white streaks)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder of streak textures")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)[:limit]
+    if not files:
+        raise InputError(f"{folder}: no image files (streak textures) found")
+    return [read_image(p).image[0].mean(0) for p in files]
+
+
+def synthesize_folder(clean_dir: str | Path, out: str | Path, *, style: str = "light", seed: int = 0,
+                      textures: Sequence[Tensor] = (), limit: int | None = None, overwrite: bool = False,
+                      exclude: set[str] | frozenset[str] = frozenset()) -> list[Path]:
+    """Write ``out/rain/NAME.png``, ``out/norain/NAME.png`` and ``out/mask/NAME.png`` for each clean image.
+
+    The rain of an image depends only on ``seed``, ``style`` and the file name, not on the order or the other
+    files. The result is a ``rain-norain`` paired folder that :class:`derain.data.PairedFolder` reads.
+    Existing outputs are an error unless ``overwrite``; inputs are never written.
+    """
+    clean_dir, out = Path(clean_dir), Path(out)
+    if not clean_dir.is_dir():
+        raise InputError(f"{clean_dir}: no such folder of clean images")
+    files = sorted(p for p in clean_dir.iterdir()
+                   if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and p.name not in exclude)[:limit]
+    if not files:
+        raise InputError(f"{clean_dir}: no clean image files (.png, .jpg, ...) to add rain to")
+    if out.resolve() == clean_dir.resolve():
+        raise InputError(f"{out}: the output folder must differ from the input folder")
+    targets = [(p, {k: out / k / (p.stem + ".png") for k in ("rain", "norain", "mask")}) for p in files]
+    existing = [str(t) for _, paths in targets for t in paths.values() if t.exists()]
+    if existing and not overwrite:
+        raise InputError(f"{out}: {len(existing)} output file(s) exist (first: {existing[0]}); pass --overwrite "
+                         "to replace them or choose another output folder")
+    written = []
+    for path, paths in targets:
+        clean = read_image(path).image[0]
+        rainy, mask = add_rain(clean, style=style, g=generator("synth", seed, path.name), textures=textures)
+        write_image(paths["rain"], rainy, overwrite=True, protect=[path])
+        write_image(paths["norain"], clean, overwrite=True, protect=[path])
+        write_image(paths["mask"], mask.expand(3, -1, -1), overwrite=True, protect=[path])
+        written.append(paths["rain"])
+    return written

@@ -1,0 +1,188 @@
+"""Training data: random crops and flips of paired folders, or of clean images with synthetic rain on the fly.
+
+Every sample is drawn from its own seeded generator, keyed by ``(seed, draw)`` where ``draw`` is the sample's
+global position in the run (step x batch x world size + offset). A sample is therefore the same whichever
+worker process or rank makes it, and a resumed run sees exactly the samples an uninterrupted run would:
+:class:`StepBatchSampler` hands out ``(index, draw)`` keys from the step to resume at.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset, Sampler
+
+from derain.data.paired import PairedFolder, _images
+from derain.data.synthetic import add_rain, derive_seed, generator
+from derain.errors import DataError
+from derain.io import read_image
+
+Sample = tuple[Tensor, Tensor, Tensor]  # rainy (3, h, w), clean (3, h, w), rain mask (1, h, w)
+Key = tuple[int, int]  # (dataset index, global draw number)
+
+
+def read_exclusions(path: str | Path) -> set[str]:
+    """File names to leave out of a training set: the ``bsds_file`` column of a TSV such as
+    ``bsds500/overlap_with_Rain100.tsv``, or one name per line in a plain text file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: exclusion list not found")
+    lines = [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    if lines and "\t" in lines[0]:
+        rows = list(csv.DictReader(lines, delimiter="\t"))
+        column = "bsds_file" if "bsds_file" in rows[0] else next(iter(rows[0]))
+        return {Path(row[column]).name for row in rows if row.get(column)}
+    return {Path(line.strip()).name for line in lines}
+
+
+def clean_files(root: str | Path, *, exclude: str | Path | None = None) -> list[Path]:
+    """The clean images directly in ``root`` (natural order), less the names listed in ``exclude``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder of clean images")
+    files = _images(root)
+    if exclude is not None:
+        drop = read_exclusions(exclude)
+        files = [p for p in files if p.name not in drop]
+    if not files:
+        raise DataError(f"{root}: no clean images left to train on (image files: .png, .jpg, ...)")
+    return files
+
+
+def _crop_box(g: torch.Generator, h: int, w: int, size: int) -> tuple[int, int]:
+    top = int(torch.randint(0, h - size + 1, (), generator=g))
+    left = int(torch.randint(0, w - size + 1, (), generator=g))
+    return top, left
+
+
+def _fit(x: Tensor, size: int) -> Tensor:
+    """Reflect-pad an image smaller than the crop (replicate when it is too small to reflect)."""
+    h, w = x.shape[-2:]
+    if h >= size and w >= size:
+        return x
+    ph, pw = max(size - h, 0), max(size - w, 0)
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x[None], (0, pw, 0, ph), mode=mode)[0]
+
+
+def _augment(g: torch.Generator, images: Sequence[Tensor], size: int, flips: bool) -> list[Tensor]:
+    """The same random crop (and horizontal flip) of every image."""
+    images = [_fit(x, size) for x in images]
+    h, w = images[0].shape[-2:]
+    top, left = _crop_box(g, h, w, size)
+    out = [x[..., top:top + size, left:left + size] for x in images]
+    if flips and float(torch.rand((), generator=g)) < 0.5:
+        out = [x.flip(-1) for x in out]
+    return [x.contiguous() for x in out]
+
+
+def _split_key(key: int | Key) -> Key:
+    return (key, key) if isinstance(key, int) else (int(key[0]), int(key[1]))
+
+
+class SyntheticRain(Dataset[Sample]):
+    """Clean images with synthetic rain made on the fly: a random crop, a flip, then rain of ``style``."""
+
+    def __init__(self, files: Sequence[str | Path], *, style: str = "light", crop: int = 64, flips: bool = True,
+                 seed: int = 0, textures: Sequence[Tensor] = ()) -> None:
+        if not files:
+            raise DataError("no clean images given")
+        self.files = [Path(f) for f in files]
+        self.style, self.crop, self.flips, self.seed = style, crop, flips, seed
+        self.textures = list(textures)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, key: int | Key) -> Sample:
+        index, draw = _split_key(key)
+        g = generator("synthetic", self.seed, draw)
+        (clean,) = _augment(g, [read_image(self.files[index]).image[0]], self.crop, self.flips)
+        rainy, mask = add_rain(clean, style=self.style, g=g, textures=self.textures)
+        return rainy, clean, mask
+
+
+def rain_mask(rainy: Tensor, clean: Tensor) -> Tensor:
+    """SPANet's attention target: 1 where the 8-bit rainy and clean images differ in any channel."""
+    a, b = (rainy * 255).round(), (clean * 255).round()
+    return (a != b).any(dim=0, keepdim=True).float()
+
+
+class PairedCrops(Dataset[Sample]):
+    """Random crops (and flips) of a paired folder; the mask is :func:`rain_mask` of the crops."""
+
+    def __init__(self, pairs: PairedFolder, *, crop: int = 64, flips: bool = True, seed: int = 0,
+                 indices: Sequence[int] | None = None) -> None:
+        self.indices = list(range(len(pairs))) if indices is None else list(indices)
+        if not self.indices:
+            raise DataError(f"{pairs}: no pairs to train on")
+        self.pairs, self.crop, self.flips, self.seed = pairs, crop, flips, seed
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key: int | Key) -> Sample:
+        index, draw = _split_key(key)
+        pair = self.pairs[self.indices[index]]
+        g = generator("paired", self.seed, draw)
+        rainy, clean = _augment(g, [pair.rainy, pair.clean], self.crop, self.flips)
+        return rainy, clean, rain_mask(rainy, clean)
+
+
+def center_crop(x: Tensor, size: int) -> Tensor:
+    x = _fit(x, size)
+    h, w = x.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top:top + size, left:left + size].contiguous()
+
+
+def synthetic_validation(files: Sequence[str | Path], *, style: str, size: int, seed: int,
+                         textures: Sequence[Tensor] = ()) -> list[tuple[Tensor, Tensor]]:
+    """A fixed validation set: centre crops of ``files`` with rain drawn from ``seed`` (same every run)."""
+    out = []
+    for k, path in enumerate(files):
+        clean = center_crop(read_image(path).image[0], size)
+        rainy, _ = add_rain(clean, style=style, g=generator("validation", seed, k), textures=textures)
+        out.append((rainy, clean))
+    return out
+
+
+class StepBatchSampler(Sampler[list[Key]]):
+    """Batches of ``(index, draw)`` keys for steps ``start+1 .. steps``, this rank's share of each global batch.
+
+    The global sample number ``draw = (step - 1) * batch * world + rank * batch + j`` walks through a fresh
+    seeded permutation of the dataset every epoch; each rank takes its own slice of every global batch, so no
+    sample is used twice within an epoch and resuming at any step reproduces the same sequence.
+    """
+
+    def __init__(self, size: int, *, batch: int, steps: int, start: int = 0, seed: int = 0, rank: int = 0,
+                 world: int = 1) -> None:
+        if size < 1:
+            raise DataError("the training set is empty")
+        self.size, self.batch, self.steps, self.start = size, batch, steps, start
+        self.seed, self.rank, self.world = seed, rank, world
+        self._perm: tuple[int, Tensor] | None = None
+
+    def __len__(self) -> int:
+        return max(self.steps - self.start, 0)
+
+    def _permutation(self, epoch: int) -> Tensor:
+        if self._perm is None or self._perm[0] != epoch:
+            g = torch.Generator()
+            g.manual_seed(derive_seed("epoch", self.seed, epoch))
+            self._perm = (epoch, torch.randperm(self.size, generator=g))
+        return self._perm[1]
+
+    def __iter__(self) -> Iterator[list[Key]]:
+        for step in range(self.start + 1, self.steps + 1):
+            first = ((step - 1) * self.world + self.rank) * self.batch
+            keys = []
+            for draw in range(first, first + self.batch):
+                epoch, position = divmod(draw, self.size)
+                keys.append((int(self._permutation(epoch)[position]), draw))
+            yield keys

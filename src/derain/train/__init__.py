@@ -1,0 +1,7 @@
+"""Training: typed config, the ``fit()`` loop, checkpoint/resume and distributed helpers."""
+
+from derain.train.config import Config, apply_overrides, config_from_dict, load_config, save_config, to_dict
+from derain.train.loop import FitResult, fit, load_run_config
+
+__all__ = ["Config", "FitResult", "apply_overrides", "config_from_dict", "fit", "load_config", "load_run_config",
+           "save_config", "to_dict"]
