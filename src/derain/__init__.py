@@ -7,20 +7,23 @@ The public API (re-exports only)::
     model = derain.create_model("sian")                 # bare nn.Module
     restorer = derain.load("sian.rain100l")             # catalog name or a checkpoint path
     clean = restorer(rainy)                             # float NCHW RGB in [0, 1]
+    restorer = derain.load()                            # the bundled default model (derain.default)
+    derain.train.fit(derain.train.load_config("configs/default.yaml"), "runs/default")
     report = derain.evaluate(restorer, derain.data.PairedFolder("rain100L"), protocol="matlab-y")
 """
 
-from derain import archs, data, io, metrics, weights
+from derain import archs, data, io, losses, metrics, train, weights
 from derain.archs import create_model, list_models
 from derain.errors import DataError, DerainError, InputError, WeightsError
 from derain.evaluate import EvalReport, ImageScore, evaluate
-from derain.inference import Restorer, load
+from derain.inference import DEFAULT_WEIGHTS, Restorer, load, run_demo, sample_paths
 from derain.types import DerainOutput
 from derain.weights import list_weights
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_WEIGHTS",
     "DataError",
     "DerainError",
     "DerainOutput",
@@ -38,6 +41,10 @@ __all__ = [
     "list_models",
     "list_weights",
     "load",
+    "losses",
     "metrics",
+    "run_demo",
+    "sample_paths",
+    "train",
     "weights",
 ]

@@ -80,9 +80,10 @@ class Restorer:
         return self.run(x).image.clamp(0, 1)
 
 
-def load(name_or_path: str | os.PathLike[str] | LoadedWeights, *, device: str | torch.device = "auto",
-         dtype: torch.dtype = torch.float32) -> Restorer:
-    """A ready-to-run :class:`Restorer` from a catalog name (``"sian.rain100l"``) or a checkpoint path."""
+def load(name_or_path: str | os.PathLike[str] | LoadedWeights = "derain.default", *,
+         device: str | torch.device = "auto", dtype: torch.dtype = torch.float32) -> Restorer:
+    """A ready-to-run :class:`Restorer` from a catalog name (``"sian.rain100l"``; default: the bundled
+    ``derain.default``) or a checkpoint path."""
     weights = name_or_path if isinstance(name_or_path, LoadedWeights) else load_weights(name_or_path)
     return Restorer(weights.build(), name=weights.name, channel_order=weights.channel_order,
                     device=device, dtype=dtype, weights=weights)

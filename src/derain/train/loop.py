@@ -62,6 +62,7 @@ class FitResult:
     val_psnr: float | None
     val_ssim: float | None
     model: nn.Module
+    main: bool = True       # False in every torchrun process but rank 0
 
 
 def init_weights(model: nn.Module, kind: str) -> None:
@@ -352,7 +353,7 @@ def fit(cfg: Config, out: str | Path, *, resume: bool = False, stop_after: int |
         if tb is not None:
             tb.close()
         distributed.teardown(ctx)
-    return FitResult(out, step, finished, seconds, val_psnr, val_ssim, model)
+    return FitResult(out, step, finished, seconds, val_psnr, val_ssim, model, ctx.main)
 
 
 def load_run_config(out: str | Path) -> Config:

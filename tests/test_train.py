@@ -1,0 +1,148 @@
+"""Training: typed config, every recipe runs, a tiny overfit, bit-exact resume, and DDP with 2 processes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import derain
+from derain.cli import main
+from derain.errors import InputError
+from derain.io import write_image
+from derain.train import fit, load_config
+from derain.train.config import apply_overrides, config_from_dict, save_config
+from tests.conftest import REPO, require_shared
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+TINY = ["data.crop=32", "data.batch=2", "data.workers=0", "data.val_count=1", "data.val_size=32",
+        "train.log_every=1", "train.val_every=2", "train.ckpt_every=100"]
+
+
+@pytest.fixture(scope="module")
+def clean_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six small crops of real clean photos (BSDS500, not Rain100 ground truths)."""
+    from derain.data.training import center_crop, clean_files
+    from derain.io import read_image
+
+    folder = tmp_path_factory.mktemp("clean")
+    files = clean_files(require_shared("data", "bsds500", "clean"),
+                        exclude=require_shared("data", "bsds500", "overlap_with_Rain100.tsv"))
+    for path in files[:6]:
+        write_image(folder / (path.stem + ".png"), center_crop(read_image(path).image[0], 48))
+    return folder
+
+
+def _tiny(config: Path | None, folder: Path, *extra: str, textures: bool = False) -> derain.train.Config:
+    more = [f"data.root={folder}", "data.exclude=null"] + ([] if textures else ["data.textures=null"])
+    return load_config(config, [*TINY, *more, *extra])
+
+
+def test_config_round_trip_and_errors(tmp_path: Path) -> None:
+    cfg = load_config(REPO / "configs" / "sian_light.yaml", ["optim.lr=1e-4", "data.crop=48"])
+    assert cfg.optim.lr == 1e-4 and cfg.data.crop == 48 and cfg.optim.betas == (0.0, 0.999)
+    assert cfg.model.init == "normal" and cfg.loss == "neg_ssim_stages"
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+    with pytest.raises(InputError, match=r"unknown config key\(s\): optim.learning_rate"):
+        load_config(None, ["optim.learning_rate=1"])
+    with pytest.raises(InputError, match=r"data.crop: expected int, got 'big'"):
+        load_config(None, ["data.crop=big"])
+    with pytest.raises(InputError, match=r"data.style: 'drizzle' is not one of"):
+        load_config(None, ["data.style=drizzle"])
+    with pytest.raises(InputError, match=r"section.key=value"):
+        apply_overrides({}, ["optim.lr"])
+    with pytest.raises(InputError, match=r"milestones are fractions"):
+        config_from_dict({"schedule": {"milestones": [30000]}})
+    with pytest.raises(InputError, match=r"data.batch must be at least 1"):
+        load_config(None, ["data.batch=0"])
+    (tmp_path / "bad.yaml").write_text("model: [1, 2\n")
+    with pytest.raises(InputError, match=r"not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_every_recipe_runs_a_few_steps(config: Path, clean_folder: Path, tmp_path: Path) -> None:
+    cfg = _tiny(config, clean_folder, "train.steps=2", textures=config.stem == "default")
+    result = fit(cfg, tmp_path / "run", progress=False)
+    assert result.finished and result.step == 2
+    loaded = derain.load(tmp_path / "run" / "weights.safetensors", device="cpu")
+    assert loaded.model.__class__.__name__ == derain.create_model(cfg.model.name).__class__.__name__
+    rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
+    assert [r["step"] for r in rows if r["loss"]] == ["1", "2"]
+    assert all(float(r["loss"]) == float(r["loss"]) for r in rows if r["loss"])  # no NaN
+    assert any(r["val_psnr"] for r in rows)
+
+
+def test_tiny_overfit_loss_falls(clean_folder: Path, tmp_path: Path) -> None:
+    cfg = _tiny(None, clean_folder, "model.name=prn", "model.options={channels: 16}", "loss=l1", "optim.lr=2e-3",
+                "data.style=light", "train.steps=40", "train.val_every=40", "data.batch=4")
+    fit(cfg, tmp_path / "run", progress=False)
+    losses = [float(r["loss"]) for r in csv.DictReader((tmp_path / "run" / "log.csv").open()) if r["loss"]]
+    assert len(losses) == 40
+    first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
+    assert last < 0.6 * first, (first, last)
+
+
+def test_resume_is_bit_exact(clean_folder: Path, tmp_path: Path) -> None:
+    cfg = _tiny(None, clean_folder, "model.name=prn", "model.options={channels: 8}", "train.steps=6",
+                "data.style=mixed")
+    fit(cfg, tmp_path / "straight", progress=False)
+    stopped = fit(cfg, tmp_path / "resumed", stop_after=3, progress=False)
+    assert not stopped.finished and stopped.step == 3 and not (tmp_path / "resumed" / "weights.safetensors").exists()
+    # continue through the CLI, with a worker process this time: samples do not depend on who makes them
+    assert main(["train", "--resume", str(tmp_path / "resumed"), "--set", "data.workers=1", "--quiet"]) == 0
+    a = load_file(str(tmp_path / "straight" / "weights.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "weights.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    steps = [r["step"] for r in csv.DictReader((tmp_path / "resumed" / "log.csv").open()) if r["loss"]]
+    assert steps == ["1", "2", "3", "4", "5", "6"]
+
+
+def test_run_folders_are_never_overwritten(clean_folder: Path, tmp_path: Path) -> None:
+    cfg = _tiny(None, clean_folder, "model.name=prn_r", "model.options={channels: 8}", "train.steps=2")
+    fit(cfg, tmp_path / "run", progress=False)
+    before = (tmp_path / "run" / "weights.safetensors").read_bytes()
+    with pytest.raises(InputError, match=r"already holds a training run; pass --resume"):
+        fit(cfg, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "weights.safetensors").read_bytes() == before
+    changed = _tiny(None, clean_folder, "model.name=prn_r", "model.options={channels: 8}", "train.steps=2",
+                    "optim.lr=0.1")
+    with pytest.raises(InputError, match=r"optim.lr: 0.0005 -> 0.1"):
+        fit(changed, tmp_path / "run", resume=True, progress=False)
+    with pytest.raises(InputError, match=r"no checkpoint.pt to resume from"):
+        fit(cfg, tmp_path / "nothing", resume=True, progress=False)
+    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 1
+    assert main(["train", str(tmp_path / "missing.yaml"), "-o", str(tmp_path / "x")]) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_ddp_two_processes(clean_folder: Path, tmp_path: Path) -> None:
+    cfg = _tiny(None, clean_folder, "model.name=prn", "model.options={channels: 8}", "train.steps=4")
+    save_config(cfg, tmp_path / "cfg.yaml")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+         f"--master_port={_free_port()}", "-m", "derain", "train", str(tmp_path / "cfg.yaml"),
+         "-o", str(tmp_path / "run"), "--quiet"],
+        capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["steps"] == 4
+    assert summary["ranks_max_parameter_difference"] == 0.0  # every rank holds the same parameters
+    single = fit(cfg, tmp_path / "single", progress=False)  # one process sees half the samples per step
+    a = load_file(str(tmp_path / "run" / "weights.safetensors"))
+    assert any(not torch.equal(a[k], v) for k, v in single.model.state_dict().items())
