@@ -122,6 +122,58 @@ class Style(str, Enum):
     mixed = "mixed"
 
 
+@app.command("run")
+def run_command(
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive) or glob patterns.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (or a file name for one input).")],
+    weights: Annotated[str, typer.Option("--weights", "-w", help="Catalog name or checkpoint path.")]
+    = "derain.default",
+    device: Annotated[Device, typer.Option(help="Where to run the model.")] = Device.auto,
+    half: Annotated[bool, typer.Option(help="float16 on a GPU (faster, slightly less exact).")] = False,
+    tile: Annotated[int | None, typer.Option(min=8, help="Run in TILE x TILE windows (default: only when the "
+                                                         "image would not fit in memory).")] = None,
+    overlap: Annotated[int | None, typer.Option(min=0, help="Tile overlap in pixels (default: the model's).")]
+    = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="Output format: png, jpg, webp, tif, bmp "
+                                                             "(default: the input's).")] = None,
+    quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG / WebP quality.")] = 95,
+    save_stages: Annotated[bool, typer.Option(help="Also write every stage (NAME_stageK.png).")] = False,
+    save_attention: Annotated[bool, typer.Option(help="Also write attention maps (NAME_attentionK.png).")] = False,
+    compare: Annotated[bool, typer.Option(help="Also write input and output side by side (NAME_compare.png).")]
+    = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (inputs are never written).")] = False,
+) -> None:
+    """Derain images: files, folders (mirrored), globs. torchrun --nproc_per_node=N -m derain run ... splits them."""
+    import os
+
+    import torch
+
+    from derain.inference.batch import RunOptions, derain_files
+
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    where = device.value
+    if world > 1 and where in ("auto", "cuda") and torch.cuda.is_available():
+        where = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    restorer = derain.load(weights, device=where)
+    if half:
+        if restorer.device.type != "cuda":
+            raise derain.InputError("--half needs a CUDA GPU; on the CPU run in float32 (leave out --half)")
+        restorer = derain.Restorer(restorer.model.float(), name=restorer.name, channel_order=restorer.channel_order,
+                                   device=restorer.device, dtype=torch.float16, weights=restorer.weights)
+    options = RunOptions(format=fmt, quality=quality, tile=tile, overlap=overlap, save_stages=save_stages,
+                         save_attention=save_attention, compare=compare, overwrite=overwrite)
+
+    def report(name: str, reason: str) -> None:
+        typer.echo(f"derain: failed: {name}: {reason}", err=True)
+
+    summary = derain_files(restorer, inputs, output, options=options, rank=rank, world=world,
+                           progress=_Progress("run"), report=report)
+    prefix = f"[rank {rank}/{world}] " if world > 1 else ""
+    typer.echo(f"{prefix}{restorer.name}: {summary.line()}")
+    if summary.failed:
+        raise typer.Exit(1)
+
+
 @app.command("demo")
 def demo_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the sample, the result and a comparison.")]
@@ -227,7 +279,9 @@ def list_command() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``derain`` console script and ``python -m derain``."""
     try:
-        app(args=argv, prog_name="derain", standalone_mode=False)
+        code = app(args=argv, prog_name="derain", standalone_mode=False)
+        if isinstance(code, int) and code:
+            return code
     except click.exceptions.ClickException as exc:
         exc.show()
         return exc.exit_code

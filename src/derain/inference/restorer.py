@@ -1,18 +1,26 @@
-"""Restorer: a model with its weights, ready to run on images in derain's convention.
+"""Restorer: a model with its weights, ready to run on images.
 
-It checks the input (float NCHW RGB in [0, 1]), moves it to the model's device and dtype, flips channels for
-weights trained on BGR, and returns results in the caller's convention and device.
+``restorer(x)`` accepts a float tensor (NCHW or CHW, RGB in [0, 1]), a PIL image or a NumPy array (HWC or HW;
+uint8, uint16 or float in [0, 1]; grey, RGB or with alpha) and returns the same kind: same dtype, same channels,
+alpha passed through untouched. It moves the input to the model's device and dtype, flips channels for weights
+trained on BGR, and tiles large images (``tile=``, or automatically when the image would not fit in memory).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import replace
+from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from derain.errors import InputError
+from derain.inference.profiles import PROFILES, Profile
+from derain.inference.tiling import run_tiled
+from derain.io import from_tensor, to_tensor
 from derain.types import DerainOutput, check_image
 from derain.weights import LoadedWeights, load_weights
 
@@ -61,13 +69,22 @@ class Restorer:
     def _flip(self, x: Tensor) -> Tensor:
         return x.flip(1) if self.channel_order == "bgr" else x
 
-    def run(self, x: Tensor) -> DerainOutput:
-        """Every stage and attention map, unclamped, on the input's device; channel order as the input's (RGB)."""
-        batched = not (isinstance(x, Tensor) and x.ndim == 3)
-        x = check_image(x if batched else x[None])
+    @property
+    def profile(self) -> Profile:
+        family = type(self.model).__module__.rsplit(".", 1)[-1]
+        return PROFILES.get(family, Profile(overlap=64, bytes_per_pixel=4000.0))
+
+    def _forward(self, x: Tensor) -> DerainOutput:
         inp = self._flip(x).to(device=self.device, dtype=self.dtype).contiguous(memory_format=self._memory_format)
         with torch.inference_mode():
-            out = self.model(inp)
+            return self.model(inp)
+
+    def run(self, x: Tensor) -> DerainOutput:
+        """Every stage and attention map, unclamped, on the input's device; channel order as the input's (RGB).
+        Runs the whole image in one piece (see ``__call__`` for tiling)."""
+        batched = not (isinstance(x, Tensor) and x.ndim == 3)
+        x = check_image(x if batched else x[None])
+        out = self._forward(x)
 
         def back(t: Tensor, *, image: bool = True) -> Tensor:
             t = (self._flip(t) if image else t).to(device=x.device, dtype=x.dtype).contiguous()
@@ -76,8 +93,101 @@ class Restorer:
         return replace(out, image=back(out.image), stages=tuple(back(s) for s in out.stages),
                        attention=tuple(back(a, image=False) for a in out.attention))
 
-    def __call__(self, x: Tensor) -> Tensor:
-        return self.run(x).image.clamp(0, 1)
+    def auto_tile(self, height: int, width: int) -> int | None:
+        """A tile size when a ``height x width`` forward would not fit in half the free memory, else None."""
+        need = self.profile.bytes_per_pixel * height * width * (2 if self.dtype == torch.float32 else 1)
+        budget = _free_memory(self.device) / 2
+        if need <= budget:
+            return None
+        side = int((budget / (self.profile.bytes_per_pixel * 2)) ** 0.5)
+        return max(side // 16 * 16, 2 * self.profile.overlap + 64)
+
+    def _image(self, x: Tensor, tile: int | None, overlap: int | None) -> Tensor:
+        """(N, 3, H, W) checked input -> clamped output, tiled when asked or needed."""
+        tile = tile if tile is not None else self.auto_tile(x.shape[-2], x.shape[-1])
+        if tile is None or (tile >= x.shape[-2] and tile >= x.shape[-1]):
+            return self._flip(self._forward(x).image).to(device=x.device, dtype=x.dtype).clamp(0, 1)
+        overlap = self.profile.overlap if overlap is None else overlap
+        overlap = min(overlap, tile // 2)
+
+        def piece(t: Tensor) -> Tensor:
+            return self._flip(self._forward(t).image).to(device=x.device, dtype=torch.float32)
+
+        return run_tiled(piece, x, tile=tile, overlap=overlap).clamp(0, 1).to(x.dtype)
+
+    def __call__(self, x: Any, *, tile: int | None = None, overlap: int | None = None) -> Any:
+        """The clean image, clamped to [0, 1], in the input's own kind (tensor, PIL image or NumPy array).
+
+        tile / overlap: run in ``tile x tile`` windows overlapping by ``overlap`` pixels (default: the model's
+        measured receptive field). Without ``tile``, images too large for the free memory are tiled anyway.
+        """
+        if isinstance(x, Tensor):
+            batched = x.ndim != 3
+            t = check_image(x if batched else x[None])
+            out = self._image(t, tile, overlap)
+            return out if batched else out[0]
+        if isinstance(x, Image.Image):
+            return _to_pil(self(_from_pil(x), tile=tile, overlap=overlap), x)
+        if isinstance(x, np.ndarray):
+            colour, alpha, grey = _split_array(x)
+            out = self._image(colour, tile, overlap)
+            return _join_array(out, alpha, grey, x.dtype)
+        raise InputError(f"cannot derain a {type(x).__name__}; pass a float tensor (N, 3, H, W) in [0, 1], "
+                         "a PIL image or a NumPy array (H, W[, C]) of uint8, uint16 or floats in [0, 1]")
+
+
+def _free_memory(device: torch.device) -> float:
+    if device.type == "cuda":
+        return float(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 8e9
+
+
+def _split_array(a: np.ndarray) -> tuple[Tensor, np.ndarray | None, bool]:
+    """HW / HWC array -> ((1, 3, H, W) float tensor, alpha plane or None, whether it was grey)."""
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4):
+        raise InputError(f"array has shape {a.shape}; expected (H, W) or (H, W, C) with C = 1 (grey), "
+                         "2 (grey + alpha), 3 (RGB) or 4 (RGBA)")
+    channels = a.shape[2]
+    alpha = a[:, :, -1].copy() if channels in (2, 4) else None
+    colour = a[:, :, : 3 if channels >= 3 else 1]
+    return to_tensor(np.ascontiguousarray(colour)), alpha, channels in (1, 2)
+
+
+def _join_array(out: Tensor, alpha: np.ndarray | None, grey: bool, dtype: np.dtype[Any]) -> np.ndarray:
+    arr = from_tensor(out, dtype=dtype)
+    if grey:
+        arr = from_tensor(out.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1), dtype=dtype)[:, :, :1]
+    if alpha is not None:
+        arr = np.concatenate([arr, alpha[:, :, None].astype(arr.dtype)], axis=2)
+    return arr[:, :, 0] if grey and alpha is None else arr
+
+
+def _from_pil(im: Image.Image) -> np.ndarray:
+    if im.mode in ("RGB", "RGBA", "L", "LA"):
+        return np.asarray(im)
+    if im.mode in ("I;16", "I;16B", "I;16L"):
+        return np.asarray(im).astype(np.uint16)
+    if im.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
+        return np.asarray(im.convert("RGBA" if "A" in im.mode or "transparency" in im.info else "RGB"))
+    raise InputError(f"PIL images of mode {im.mode!r} are not supported; convert to RGB first (im.convert('RGB'))")
+
+
+def _to_pil(a: np.ndarray, like: Image.Image) -> Image.Image:
+    if a.dtype == np.uint16:
+        return Image.fromarray(a if a.ndim == 2 else (a[:, :, 0] if a.shape[2] == 1 else a))
+    return Image.fromarray(a)
 
 
 def load(name_or_path: str | os.PathLike[str] | LoadedWeights = "derain.default", *,

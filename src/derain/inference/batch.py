@@ -1,0 +1,190 @@
+"""Derain many files: inputs (files, folders, globs) -> outputs, never losing or overwriting data.
+
+Folders are walked recursively and mirrored under the output folder; a single file with an output path that has
+an image extension is written exactly there. Existing outputs are skipped unless ``overwrite``; no input is ever
+written over; every file appears atomically (temp file + rename). A file that cannot be read or processed is
+reported by name and skipped; the rest go on. Under ``torchrun`` (WORLD_SIZE > 1) each process takes its share
+of the files (every ``world``-th, from its rank), so none is done twice.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from derain.errors import DerainError, InputError
+from derain.inference.restorer import Restorer
+from derain.io import IMAGE_EXTENSIONS, read_image, write_image
+
+_GLOB_CHARS = set("*?[")
+
+
+def shown(path: Path | str) -> str:
+    """A path as printable text (undecodable bytes of a non-UTF-8 name shown as escapes)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    format: str | None = None        # output extension without the dot ("png", "jpg"...); None: the input's
+    quality: int = 95                # JPEG / WebP quality
+    tile: int | None = None          # None: whole image unless it would not fit in memory
+    overlap: int | None = None       # None: the model's default
+    save_stages: bool = False
+    save_attention: bool = False
+    compare: bool = False            # also write NAME_compare.EXT: input and output side by side
+    overwrite: bool = False
+
+
+@dataclass
+class RunSummary:
+    done: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (input, reason)
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        return (f"{len(self.done)} done, {len(self.skipped)} skipped (exist; --overwrite replaces them), "
+                f"{len(self.failed)} failed, {self.seconds:.1f} s")
+
+
+Job = tuple[Path, Path]  # (input file, output file)
+
+
+def _images_under(folder: Path, failed: list[tuple[str, str]]) -> list[Path]:
+    found: list[Path] = []
+
+    def onerror(exc: OSError) -> None:
+        failed.append((shown(exc.filename or folder), f"cannot read the folder ({exc.strerror or exc})"))
+
+    for root, dirs, files in os.walk(folder, onerror=onerror):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            p = Path(root) / name
+            if not name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS:
+                found.append(p)
+    return found
+
+
+def plan(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
+         format: str | None = None) -> tuple[list[Job], list[tuple[str, str]]]:
+    """The (input, output) pairs for ``inputs`` and the inputs that cannot be used, with the reason."""
+    out = Path(out)
+    failed: list[tuple[str, str]] = []
+    found: list[tuple[Path, Path]] = []  # (file, output path relative to out)
+    for item in inputs:
+        text = os.fspath(item)
+        path = Path(text)
+        if path.is_dir():
+            for f in _images_under(path, failed):
+                found.append((f, f.relative_to(path)))
+        elif path.is_file():
+            found.append((path, Path(path.name)))
+        elif _GLOB_CHARS & set(text):
+            matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
+            files = [m for m in matches if m.is_file() and m.suffix.lower() in IMAGE_EXTENSIONS]
+            if not files:
+                failed.append((text, "the pattern matches no image files"))
+            found += [(m, Path(m.name)) for m in files]
+        else:
+            failed.append((shown(text), "no such file or folder"))
+    single_target = (len(inputs) == 1 and len(found) == 1 and Path(os.fspath(inputs[0])).is_file()
+                     and out.suffix.lower() in IMAGE_EXTENSIONS)
+    jobs: list[Job] = []
+    seen: dict[Path, Path] = {}
+    for src, rel in found:
+        if single_target:
+            target = out
+        else:
+            suffix = f".{format.lstrip('.').lower()}" if format else rel.suffix
+            target = out / rel.with_suffix(suffix)
+        if target in seen:
+            failed.append((shown(src), f"its output {shown(target)} is also the output of {shown(seen[target])}"))
+            continue
+        seen[target] = src
+        jobs.append((src, target))
+    return jobs, failed
+
+
+def _extras(target: Path, tag: str) -> Path:
+    return target.with_name(f"{target.stem}_{tag}.png")
+
+
+def _process(restorer: Restorer, src: Path, target: Path, options: RunOptions, protect: list[Path]) -> None:
+    loaded = read_image(src)
+    image = loaded.image
+    fmt_alpha = target.suffix.lower() in (".png", ".tif", ".tiff", ".webp")
+    bit_depth = 16 if loaded.bit_depth == 16 and target.suffix.lower() in (".png", ".tif", ".tiff") else 8
+    alpha = loaded.alpha if fmt_alpha else None
+    out = restorer(image, tile=options.tile, overlap=options.overlap)
+    write_image(target, out, alpha=alpha, bit_depth=bit_depth, quality=options.quality,
+                overwrite=options.overwrite, protect=protect)
+    if options.compare:
+        gap = torch.ones(1, 3, image.shape[2], 8)
+        write_image(_extras(target, "compare"), torch.cat([image, gap, out], dim=3), overwrite=options.overwrite,
+                    protect=protect)
+    if options.save_stages or options.save_attention:
+        result = restorer.run(image)
+        if options.save_stages:
+            for k, stage in enumerate(result.stages, 1):
+                write_image(_extras(target, f"stage{k}"), stage.clamp(0, 1), overwrite=options.overwrite,
+                            protect=protect)
+        if options.save_attention:
+            for k, att in enumerate(result.attention, 1):
+                a = att[:, :1]
+                a = (a - a.min()) / (a.max() - a.min()).clamp_min(1e-8)
+                write_image(_extras(target, f"attention{k}"), a.expand(-1, 3, -1, -1), overwrite=options.overwrite,
+                            protect=protect)
+
+
+def derain_files(restorer: Restorer, inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
+                 options: RunOptions | None = None, rank: int = 0, world: int = 1,
+                 progress: Callable[[int, int, str], None] | None = None,
+                 report: Callable[[str, str], None] | None = None) -> RunSummary:
+    """Derain every image in ``inputs`` into ``out``; see the module docstring for the rules.
+
+    progress(done, total, name) is called after each file; report(name, reason) for each failure.
+    """
+    options = options or RunOptions()
+    if options.format is not None and f".{options.format.lstrip('.').lower()}" not in IMAGE_EXTENSIONS:
+        raise InputError(f"unknown output format {options.format!r}; valid: "
+                         f"{', '.join(sorted(e.lstrip('.') for e in IMAGE_EXTENSIONS))}")
+    start = time.perf_counter()
+    summary = RunSummary()
+    jobs, failed = plan(inputs, out, format=options.format)
+    if rank == 0:
+        for name, reason in failed:
+            summary.failed.append((name, reason))
+            if report:
+                report(name, reason)
+    jobs = jobs[rank::world]
+    protect = [src for src, _ in jobs]
+    for k, (src, target) in enumerate(jobs, 1):
+        if target.exists() and not options.overwrite:
+            summary.skipped.append(target)
+        elif any(target.resolve() == p.resolve() for p in protect):
+            reason = "its output path is an input file; choose another output folder"
+            summary.failed.append((shown(src), reason))
+            if report:
+                report(shown(src), reason)
+        else:
+            try:
+                _process(restorer, src, target, options, protect)
+                summary.done.append(target)
+            except (DerainError, OSError, RuntimeError, MemoryError, ValueError) as exc:
+                reason = " ".join(str(exc).split()) or type(exc).__name__
+                for prefix in (f"{shown(src)}: ", f"{src}: "):
+                    reason = reason.removeprefix(prefix)
+                summary.failed.append((shown(src), reason))
+                if report:
+                    report(shown(src), reason)
+        if progress:
+            progress(k, len(jobs), shown(src.name))
+    summary.seconds = time.perf_counter() - start
+    return summary
