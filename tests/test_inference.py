@@ -207,3 +207,57 @@ def test_an_unreadable_folder_is_reported(tmp_path: Path, monkeypatch: pytest.Mo
         locked.chmod(0o755)
     assert [src.name for src, _ in jobs] == ["ok.png"]
     assert failed and failed[0][0].endswith("locked") and "cannot read the folder" in failed[0][1]
+
+
+def _make_clip(path: Path, *, frames: int = 12) -> None:
+    from fractions import Fraction
+
+    av = pytest.importorskip("av", reason="video tests need PyAV (pip install 'derain[video]')")
+    out = av.open(str(path), "w")
+    video = out.add_stream("libx264", rate=Fraction(24000, 1001))
+    video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+    audio = out.add_stream("aac", rate=44100)
+    audio.layout = "mono"
+    rng = np.random.default_rng(0)
+    for _ in range(frames):
+        img = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+        for packet in video.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            out.mux(packet)
+    samples = 44100 * frames * 1001 // 24000
+    pcm = (0.3 * np.sin(2 * np.pi * 440 * np.arange(samples) / 44100)).astype(np.float32)[None]
+    for k in range(0, samples, 1024):
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm[:, k:k + 1024]), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 44100, k
+        for packet in audio.encode(frame):
+            out.mux(packet)
+    for stream in (video, audio):
+        for packet in stream.encode():
+            out.mux(packet)
+    out.close()
+
+
+def test_video_round_trip_keeps_frames_fps_and_audio(tiny_weights: Path, tmp_path: Path) -> None:
+    from derain.cli import main
+    from derain.io.video import probe
+
+    av = pytest.importorskip("av", reason="video tests need PyAV (pip install 'derain[video]')")
+    clip = tmp_path / "rain.mp4"
+    _make_clip(clip)
+    original = clip.read_bytes()
+    assert main(["run", str(clip), "-o", str(tmp_path / "clean.mp4"), "-w", str(tiny_weights), "--device", "cpu"]) == 0
+    src, out = probe(clip), probe(tmp_path / "clean.mp4")
+    assert (out.width, out.height, out.fps, out.audio_streams) == (src.width, src.height, src.fps, 1)
+
+    def count_and_audio(path: Path) -> tuple[int, float]:
+        with av.open(str(path)) as c:
+            a = c.streams.audio[0]
+            seconds = float(a.duration * a.time_base)
+            return sum(1 for _ in c.decode(video=0)), seconds
+
+    assert count_and_audio(tmp_path / "clean.mp4") == count_and_audio(clip)
+    assert count_and_audio(clip)[0] == 12
+    assert clip.read_bytes() == original
+    assert not list(tmp_path.glob(".*partial*"))
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(100))
+    assert main(["run", str(tmp_path / "broken.mp4"), "-o", str(tmp_path / "o"), "-w", str(tiny_weights)]) == 1
+    assert not (tmp_path / "o" / "broken.mp4").exists()

@@ -21,6 +21,7 @@ import torch
 from derain.errors import DerainError, InputError
 from derain.inference.restorer import Restorer
 from derain.io import IMAGE_EXTENSIONS, read_image, write_image
+from derain.io.video import VIDEO_EXTENSIONS, VideoWriter, frames, probe
 
 _GLOB_CHARS = set("*?[")
 
@@ -67,7 +68,7 @@ def _images_under(folder: Path, failed: list[tuple[str, str]]) -> list[Path]:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             p = Path(root) / name
-            if not name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS:
+            if not name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS:
                 found.append(p)
     return found
 
@@ -88,21 +89,22 @@ def plan(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], 
             found.append((path, Path(path.name)))
         elif _GLOB_CHARS & set(text):
             matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
-            files = [m for m in matches if m.is_file() and m.suffix.lower() in IMAGE_EXTENSIONS]
+            files = [m for m in matches if m.is_file() and m.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS]
             if not files:
                 failed.append((text, "the pattern matches no image files"))
             found += [(m, Path(m.name)) for m in files]
         else:
             failed.append((shown(text), "no such file or folder"))
     single_target = (len(inputs) == 1 and len(found) == 1 and Path(os.fspath(inputs[0])).is_file()
-                     and out.suffix.lower() in IMAGE_EXTENSIONS)
+                     and out.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)
     jobs: list[Job] = []
     seen: dict[Path, Path] = {}
     for src, rel in found:
         if single_target:
             target = out
         else:
-            suffix = f".{format.lstrip('.').lower()}" if format else rel.suffix
+            video = rel.suffix.lower() in VIDEO_EXTENSIONS
+            suffix = f".{format.lstrip('.').lower()}" if format and not video else rel.suffix
             target = out / rel.with_suffix(suffix)
         if target in seen:
             failed.append((shown(src), f"its output {shown(target)} is also the output of {shown(seen[target])}"))
@@ -116,7 +118,40 @@ def _extras(target: Path, tag: str) -> Path:
     return target.with_name(f"{target.stem}_{tag}.png")
 
 
-def _process(restorer: Restorer, src: Path, target: Path, options: RunOptions, protect: list[Path]) -> None:
+def derain_video(restorer: Restorer, src: str | os.PathLike[str], dst: str | os.PathLike[str], *, batch: int = 4,
+                 tile: int | None = None, overlap: int | None = None, overwrite: bool = False,
+                 progress: Callable[[int, int | None], None] | None = None) -> int:
+    """Derain every frame of ``src`` into ``dst``: same frame rate, size and frame count; audio copied.
+    Frames go through the model ``batch`` at a time. Returns the number of frames written."""
+    src, dst = Path(src), Path(dst)
+    if dst.resolve() == src.resolve():
+        raise InputError(f"{dst}: refusing to write over the input video; choose another output path")
+    info = probe(src)
+    pending: list[torch.Tensor] = []
+    with VideoWriter(dst, fps=info.fps, width=info.width, height=info.height,
+                     audio_from=src if info.audio_streams else None, overwrite=overwrite) as writer:
+        def flush() -> None:
+            if pending:
+                for frame in restorer(torch.cat(pending), tile=tile, overlap=overlap):
+                    writer.write(frame)
+                pending.clear()
+                if progress:
+                    progress(writer.count, info.frames)
+
+        for frame in frames(src):
+            pending.append(frame)
+            if len(pending) >= batch:
+                flush()
+        flush()
+        return writer.count
+
+
+def _process(restorer: Restorer, src: Path, target: Path, options: RunOptions, protect: list[Path],
+             frame_progress: Callable[[int, int | None], None] | None = None) -> None:
+    if src.suffix.lower() in VIDEO_EXTENSIONS:
+        derain_video(restorer, src, target, tile=options.tile, overlap=options.overlap, overwrite=options.overwrite,
+                     progress=frame_progress)
+        return
     loaded = read_image(src)
     image = loaded.image
     fmt_alpha = target.suffix.lower() in (".png", ".tif", ".tiff", ".webp")
@@ -175,7 +210,11 @@ def derain_files(restorer: Restorer, inputs: Sequence[str | os.PathLike[str]], o
                 report(shown(src), reason)
         else:
             try:
-                _process(restorer, src, target, options, protect)
+                def frames_done(n: int, total: int | None, k: int = k, src: Path = src) -> None:
+                    if progress:
+                        progress(k - 1, len(jobs), f"{shown(src.name)} frame {n}/{total or '?'}")
+
+                _process(restorer, src, target, options, protect, frames_done)
                 summary.done.append(target)
             except (DerainError, OSError, RuntimeError, MemoryError, ValueError) as exc:
                 reason = " ".join(str(exc).split()) or type(exc).__name__

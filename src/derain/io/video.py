@@ -1,0 +1,146 @@
+"""Video files through PyAV (optional extra ``video``: ``pip install "derain[video]"``).
+
+Frames come out in derain's convention (float32 ``(1, 3, H, W)`` RGB in [0, 1]). :class:`VideoWriter` writes
+H.264 (libx264, ``yuv420p`` for even sizes, ``yuv444p`` otherwise) at the source's frame rate, into a temporary
+file that replaces the target only when complete, and can copy the source's audio streams unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from derain.errors import InputError
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"})
+
+
+def _av() -> Any:
+    try:
+        import av
+    except ImportError:
+        raise InputError("video needs PyAV: pip install \"derain[video]\" (or pip install av)") from None
+    return av
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: Path
+    width: int
+    height: int
+    fps: Fraction
+    frames: int | None      # as the container states it (None when unknown)
+    audio_streams: int
+    codec: str
+
+
+def _open(path: Path) -> Any:
+    av = _av()
+    if not path.is_file():
+        raise InputError(f"{path}: no such video file")
+    try:
+        container = av.open(str(path))
+    except Exception as exc:  # PyAV raises a family of FFmpegError subclasses
+        raise InputError(f"{path}: not a readable video ({' '.join(str(exc).split())[:160]})") from None
+    if not container.streams.video:
+        container.close()
+        raise InputError(f"{path}: holds no video stream")
+    return container
+
+
+def probe(path: str | os.PathLike[str]) -> VideoInfo:
+    path = Path(path)
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        fps = stream.average_rate or stream.guessed_rate or Fraction(25)
+        return VideoInfo(path, stream.codec_context.width, stream.codec_context.height, Fraction(fps),
+                         stream.frames or None, len(container.streams.audio), stream.codec_context.name)
+
+
+def frames(path: str | os.PathLike[str]) -> Iterator[Tensor]:
+    """Every frame of the first video stream as float32 ``(1, 3, H, W)`` RGB in [0, 1]."""
+    path = Path(path)
+    container = _open(path)
+    try:
+        for frame in container.decode(video=0):
+            rgb = frame.to_ndarray(format="rgb24")
+            yield torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div_(255)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{path}: cannot decode the video ({' '.join(str(exc).split())[:160]})") from None
+    finally:
+        container.close()
+
+
+class VideoWriter:
+    """``with VideoWriter(out, fps=..., width=..., height=..., audio_from=src) as w: w.write(frame)``."""
+
+    def __init__(self, path: str | os.PathLike[str], *, fps: Fraction, width: int, height: int,
+                 audio_from: str | os.PathLike[str] | None = None, crf: int = 18, overwrite: bool = False) -> None:
+        av = _av()
+        self.path = Path(path)
+        if self.path.suffix.lower() not in VIDEO_EXTENSIONS:
+            raise InputError(f"{self.path}: unknown video extension; use one of {', '.join(sorted(VIDEO_EXTENSIONS))}")
+        if self.path.exists() and not overwrite:
+            raise InputError(f"{self.path}: already exists; pass --overwrite to replace it")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self.audio_from = Path(audio_from) if audio_from is not None else None
+        self.container = av.open(str(self.tmp), mode="w")
+        self.stream = self.container.add_stream("libx264", rate=fps)
+        self.stream.width, self.stream.height = width, height
+        self.stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        self.stream.options = {"crf": str(crf), "preset": "medium"}
+        self._audio: list[tuple[Any, Any]] = []
+        if self.audio_from is not None:
+            self._source = av.open(str(self.audio_from))
+            for s in self._source.streams.audio:
+                self._audio.append((s, self.container.add_stream_from_template(s)))
+        self.count = 0
+
+    def write(self, image: Tensor) -> None:
+        """One frame ``(1, 3, H, W)`` or ``(3, H, W)`` float in [0, 1]."""
+        av = _av()
+        x = image[0] if image.ndim == 4 else image
+        arr = (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+        self.count += 1
+
+    def close(self, ok: bool = True) -> None:
+        try:
+            if ok:
+                for packet in self.stream.encode():
+                    self.container.mux(packet)
+                if self._audio:
+                    by_index = {src.index: dst for src, dst in self._audio}
+                    for packet in self._source.demux([src for src, _ in self._audio]):
+                        if packet.dts is None:
+                            continue
+                        packet.stream = by_index[packet.stream.index]
+                        self.container.mux(packet)
+        finally:
+            self.container.close()
+            if self._audio:
+                self._source.close()
+            if ok:
+                os.replace(self.tmp, self.path)
+            else:
+                self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close(ok=kind is None)
