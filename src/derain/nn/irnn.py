@@ -51,7 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-Method = Literal["scan", "loop"]
+Method = Literal["scan", "loop", "doubling"]
+DOUBLING_STEPS = 13  # the doubling scan covers sweeps of up to 2**13 = 8192 positions
 
 # IRNN output name -> (swept dim of an NCHW tensor, sweep from the last index down)
 DIRECTIONS = {"up": (2, True), "right": (3, False), "down": (2, False), "left": (3, True)}
@@ -71,8 +72,11 @@ def irnn_sweep(x: Tensor, weight: Tensor, bias: Tensor, *, dim: int, reverse: bo
     w, b, dim = _check(x, weight, bias, dim)
     if method == "loop":
         return _sweep_loop(x, w, b, dim=dim, reverse=reverse, boundary_relu=boundary_relu)
+    if method == "doubling":
+        moved = x.movedim(dim, -1)
+        return sweep_doubling(moved, w, b, reverse=reverse, boundary_relu=boundary_relu).movedim(-1, dim)
     if method != "scan":
-        raise ValueError(f"method must be 'scan' or 'loop', got {method!r}")
+        raise ValueError(f"method must be 'scan', 'loop' or 'doubling', got {method!r}")
     moved = x.movedim(dim, 2)
     flat = moved.reshape(moved.shape[0], moved.shape[1], moved.shape[2], -1)
     out = sweep_scan(flat, w, b, reverse=reverse, boundary_relu=boundary_relu, chunk=chunk)
@@ -107,6 +111,49 @@ def _sweep_loop(x: Tensor, w: Tensor, b: Tensor, *, dim: int, reverse: bool, bou
         h = torch.relu(wv * h + bv + xs[i])
         outs[i] = h
     return torch.stack(outs, dim)
+
+
+def sweep_doubling(x: Tensor, w: Tensor, b: Tensor, *, reverse: bool, boundary_relu: bool,
+                   steps: int = DOUBLING_STEPS) -> Tensor:
+    """The sweep along the last dim of ``x`` ``(B, C, ..., N)`` as a doubling (Hillis-Steele) scan of
+    clamp-affine maps: a fixed number of whole-tensor steps and no data-dependent control flow, so it exports to
+    ONNX with dynamic sizes (``derain export``). Slower than ``scan`` in eager mode (``steps`` full passes).
+
+    A map is held as (a, d, p, q): F(h) = clamp(a*h + d, min(p, q), max(p, q)) on [-1, BIG] with p = F(-1),
+    q = F(BIG) (the module docstring's anchors). Step s composes every map with the one 2**s positions earlier
+    (the identity before the start); the first position's map is constant (its output), so after enough steps
+    every composite is constant and p is the sweep's output. Sweeps longer than 2**steps raise.
+    """
+    n = x.shape[-1]
+    if n > 2**steps:
+        raise ValueError(f"the doubling scan covers at most {2**steps} positions, got {n}")
+    if reverse:
+        x = x.flip(-1)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    wv, c = w.view(shape), b.view(shape) + x
+    big = math.sqrt(torch.finfo(x.dtype).max)
+    # The first two outputs are computed directly and held as constant maps, so every later composite is only
+    # evaluated at ReLU outputs (>= 0) or at the anchors, never at a raw (possibly < -1) boundary value.
+    first = torch.relu(x[..., :1]) if boundary_relu else x[..., :1]
+    second = torch.relu(wv * first + c[..., 1:2])
+    head = torch.cat([first, second], dim=-1)[..., :n]
+    rest, wr = c[..., 2:], wv.expand_as(c[..., 2:])
+    a = torch.cat([torch.zeros_like(head), wr], dim=-1)
+    d = torch.cat([head, rest], dim=-1)
+    p = torch.cat([head, torch.relu(rest - wr)], dim=-1)
+    q = torch.cat([head, torch.relu(rest + wr * big)], dim=-1)
+    for s in range(steps):
+        k = 2**s
+        pad = (k, 0)
+        ap = F.pad(a, pad, value=1.0)[..., :n]
+        dp = F.pad(d, pad, value=0.0)[..., :n]
+        pp = F.pad(p, pad, value=_LOW_ANCHOR)[..., :n]
+        qp = F.pad(q, pad, value=big)[..., :n]
+        lo, hi = torch.minimum(p, q), torch.maximum(p, q)
+        p, q = (a * pp + d).clamp(lo, hi), (a * qp + d).clamp(lo, hi)  # this map after the earlier one
+        a, d = a * ap, a * dp + d
+    out = p
+    return out.flip(-1) if reverse else out
 
 
 def auto_chunk(n: int, *, step_numel: int, device: torch.device, max_abs_w: float = 1.0,
@@ -265,8 +312,8 @@ class IRNN(nn.Module):
     def __init__(self, *, channels: int = 32, alpha: float = 0.2, boundary_relu: bool = True,
                  method: Method = "scan") -> None:
         super().__init__()
-        if method not in ("scan", "loop"):
-            raise ValueError(f"method must be 'scan' or 'loop', got {method!r}")
+        if method not in ("scan", "loop", "doubling"):
+            raise ValueError(f"method must be 'scan', 'loop' or 'doubling', got {method!r}")
         self.boundary_relu = boundary_relu
         self.method: Method = method
         for name in ("left_weight", "right_weight", "up_weight", "down_weight"):  # the official key order
@@ -299,7 +346,7 @@ class IRNN(nn.Module):
     def _run(self, x: Tensor, out: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         names = ("up", "right", "down", "left")
         relu0 = self.boundary_relu
-        if self.method == "loop" or x.ndim != 4:
+        if self.method != "scan" or x.ndim != 4:
             return tuple(  # type: ignore[return-value]
                 irnn_sweep(x, *self._params(name), dim=DIRECTIONS[name][0], reverse=DIRECTIONS[name][1],
                            boundary_relu=relu0, method=self.method) for name in names)
