@@ -146,3 +146,20 @@ def test_torchrun_ddp_two_processes(clean_folder: Path, tmp_path: Path) -> None:
     single = fit(cfg, tmp_path / "single", progress=False)  # one process sees half the samples per step
     a = load_file(str(tmp_path / "run" / "weights.safetensors"))
     assert any(not torch.equal(a[k], v) for k, v in single.model.state_dict().items())
+
+
+def test_training_on_a_paired_folder(clean_folder: Path, tmp_path: Path) -> None:
+    from derain.data import PairedFolder
+    from derain.data.synthetic import synthesize_folder
+    from derain.data.training import PairedCrops
+
+    synthesize_folder(clean_folder, tmp_path / "pairs", style="light", seed=3)
+    crops = PairedCrops(PairedFolder(tmp_path / "pairs"), crop=24, seed=1, indices=[1, 2])
+    rainy, clean, mask = crops[(0, 5)]
+    assert rainy.shape == clean.shape == (3, 24, 24) and mask.shape == (1, 24, 24)
+    assert torch.equal(crops[(0, 5)][0], rainy) and not torch.equal(crops[(0, 6)][0], rainy)
+    assert ((rainy - clean).abs().amax(0) > 0.5 / 255).float().sum() == mask.sum()
+    cfg = _tiny(None, clean_folder, "data.kind=paired", f"data.root={tmp_path / 'pairs'}", "model.name=prn_r",
+                "model.options={channels: 8}", "train.steps=3")
+    result = fit(cfg, tmp_path / "run", progress=False)
+    assert result.finished and result.val_psnr is not None and result.val_psnr > 10

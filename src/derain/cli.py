@@ -174,6 +174,27 @@ def run_command(
         raise typer.Exit(1)
 
 
+class ExportFormat(str, Enum):
+    onnx = "onnx"
+
+
+@app.command("export")
+def export_command(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output file (.onnx).")],
+    weights: Annotated[str, typer.Option("--weights", "-w", help="Catalog name or checkpoint path.")]
+    = "derain.default",
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="Export format.")] = ExportFormat.onnx,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
+) -> None:
+    """Export a model with its weights to ONNX: RGB in [0, 1], dynamic batch, height and width."""
+    from derain.inference.export import export_onnx
+
+    start = time.perf_counter()
+    out = export_onnx(weights, output, overwrite=overwrite)
+    typer.echo(f"{weights} -> {out} ({out.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - start:.0f} s); "
+               "input 'input' (N, 3, H, W) RGB in [0, 1], output 'output'")
+
+
 @app.command("demo")
 def demo_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the sample, the result and a comparison.")]
