@@ -284,6 +284,59 @@ def train_command(
                    f"derain train --resume {out}")
 
 
+@app.command("build-dataset")
+def build_dataset_command(
+    inputs: Annotated[list[Path], typer.Argument(help="Static-camera rain videos or folders of frames.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Dataset folder.")],
+    frames: Annotated[int | None, typer.Option(min=2, max=255, help="N frames per sequence (default: by rain "
+                                                                    "density, 20/100/200).")] = None,
+    align: Annotated[bool, typer.Option(help="Undo small global camera shifts instead of skipping the sequence.")]
+    = False,
+    accept_all: Annotated[bool, typer.Option(help="Accept every built sequence without review.")] = False,
+) -> None:
+    """Real rain/clean pairs from rain videos (SPANet's method): clean image, pairs, masks, list file."""
+    from derain.data.rainbuild import LIST_FILE, build_dataset
+
+    def report(name: str, reason: str) -> None:
+        typer.echo(f"derain: skipped {name}: {reason}", err=True)
+
+    manifest = build_dataset([str(p) for p in inputs], output, frames=frames, align=align, accept_all=accept_all,
+                             report=report)
+    built = [n for n, e in manifest.items() if e.get("status") == "built"]
+    typer.echo(f"{len(built)} sequence(s) built, {len(manifest) - len(built)} skipped; {output / LIST_FILE} lists the "
+               "accepted ones (derain review decides)")
+    for name in built:
+        e = manifest[name]
+        typer.echo(f"  {name}: N={e['frames_used']} (density {e['density']:.1%}), p={e['p']:.3f}, "
+                   f"{len(e['pairs'])} pairs")
+
+
+@app.command("review")
+def review_command(
+    dataset: Annotated[Path, typer.Argument(help="A folder made by derain build-dataset.")],
+    accept: Annotated[list[str] | None, typer.Option(help="Accept this sequence (repeatable).")] = None,
+    reject: Annotated[list[str] | None, typer.Option(help="Reject this sequence (repeatable).")] = None,
+    rebuild: Annotated[list[str] | None, typer.Option(help="Rebuild this sequence with --more frames.")] = None,
+    more: Annotated[int, typer.Option(help="Frames to add on rebuild: 10, 20 or 50.")] = 20,
+) -> None:
+    """Record review decisions; with none given, list every sequence and its decision."""
+    from derain.data.rainbuild import decide, read_json
+
+    for name in accept or []:
+        decide(dataset, name, "accepted")
+    for name in reject or []:
+        decide(dataset, name, "rejected")
+    for name in rebuild or []:
+        decide(dataset, name, "rebuild", more=more)
+    manifest, decisions = read_json(dataset / "manifest.json"), read_json(dataset / "decisions.json")
+    if not manifest:
+        raise derain.InputError(f"{dataset}: no manifest.json; build it with derain build-dataset first")
+    for name in sorted(manifest):
+        status = manifest[name].get("status")
+        decision = decisions.get(name, {}).get("decision", "pending")
+        typer.echo(f"  {name:<24} {status:<14} {decision}")
+
+
 @app.command("list")
 def list_command() -> None:
     """List the architectures and the weight sets derain knows."""

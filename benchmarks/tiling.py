@@ -1,0 +1,59 @@
+"""How much tiling changes each model's output, per overlap: the measurement behind the default overlaps.
+
+For each model family (official weights where they exist, random weights for JDNet: no checkpoint is
+available), a Rain100H image (481x321) is derained whole and in ``--tile`` windows for several overlaps; prints
+the largest and the 99.9th-percentile absolute difference (in 8-bit levels) and marks the smallest overlap whose
+largest difference is at most 2/255, beside the default overlap in ``derain.inference.profiles``.
+
+    python benchmarks/tiling.py [--tile 160] [--families prenet sian spanet jdnet]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import torch
+
+import derain
+from derain.inference.profiles import PROFILES
+from derain.io import read_image
+
+SHARED = Path(os.environ.get("DERAIN_SHARED", Path(__file__).resolve().parent.parent.parent / "shared"))
+WEIGHTS = {"prenet": "prenet/Rain100H/PReNet6/net_latest.pth", "sian": "sian/rain100h.pth",
+           "spanet": "spanet/latest.pth", "jdnet": None}
+OVERLAPS = (0, 16, 32, 48, 64, 96, 128)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tile", type=int, default=160)
+    parser.add_argument("--families", nargs="+", default=list(WEIGHTS))
+    parser.add_argument("--image", type=Path, default=SHARED / "data" / "rain100H" / "rain" / "001.png")
+    args = parser.parse_args()
+    x = read_image(args.image).image
+    print(f"image {args.image.name} {x.shape[3]}x{x.shape[2]}, tile {args.tile}; differences in 8-bit levels")
+    print(f"{'family':<8} {'overlap':>7} {'max':>7} {'p99.9':>7}")
+    for family in args.families:
+        path = WEIGHTS[family]
+        if path is None:
+            torch.manual_seed(0)
+            restorer = derain.Restorer(derain.create_model(family), name=f"{family} (random weights)", device="cpu")
+        else:
+            restorer = derain.load(SHARED / "weights" / "official" / path, device="cpu")
+        whole = restorer(x)
+        found = None
+        for overlap in OVERLAPS:
+            if overlap >= args.tile // 2 + 1:
+                break
+            diff = (restorer(x, tile=args.tile, overlap=overlap) - whole).abs().flatten() * 255
+            worst, p999 = float(diff.max()), float(diff.quantile(0.999))
+            ok = worst <= 2.0
+            found = overlap if ok and found is None else found
+            print(f"{family:<8} {overlap:>7} {worst:>7.2f} {p999:>7.3f}{'  <= 2/255' if ok else ''}")
+        print(f"{family:<8} smallest overlap within 2/255: {found}; default overlap: {PROFILES[family].overlap}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Our bundled weights: the files match their records, load, run the demo, and measure what their cards say."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import derain
+from derain.cli import main
+from derain.data import PairedFolder
+from derain.weights.catalog import CATALOG
+from derain.weights.store import locate, sha256_file
+from tests.conftest import require_shared
+
+OURS = sorted(name for name, record in CATALOG.items() if record.bundled)
+ASSETS = Path(derain.__file__).resolve().parent / "assets"
+
+
+def test_the_default_is_bundled() -> None:
+    assert "derain.default" in OURS and derain.DEFAULT_WEIGHTS == "derain.default"
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_bundled_file_record_and_card(name: str) -> None:
+    record = CATALOG[name]
+    path = locate(record)
+    assert path.is_file() and sha256_file(path) == record.sha256
+    restorer = derain.load(name, device="cpu")
+    assert restorer.name == name and type(restorer.model).__name__ == type(derain.create_model(record.model)).__name__
+    card = (ASSETS / "weights" / f"{name}.md").read_text()
+    for key, (psnr, ssim) in record.metrics.items():
+        assert f"{psnr:.2f}" in card and f"{ssim:.4f}" in card, key
+    for words in ("Training data", "Recipe", "Steps", "Hardware", "Wall time", "Rain100L", "Rain100H"):
+        assert words in card, words
+
+
+def test_demo_derains_the_sample(tmp_path: Path) -> None:
+    result = derain.run_demo(tmp_path / "demo", device="cpu")
+    assert result.psnr_after > result.psnr_before + 3 and result.ssim_after > result.ssim_before
+    assert {p.name for p in (tmp_path / "demo").iterdir()} == {"sample_rain.png", "sample_derained.png",
+                                                               "sample_compare.png"}
+    before = result.derained.read_bytes()
+    assert main(["demo", "-o", str(tmp_path / "demo")]) == 1  # exists: refused, untouched
+    assert result.derained.read_bytes() == before
+
+
+@pytest.mark.parametrize("data", ["rain100L", "rain100H"])
+def test_default_reproduces_its_card_on_a_subset(data: str) -> None:
+    """Every 20th image of the real test sets (the card's full-set numbers come from derain eval)."""
+    record = CATALOG["derain.default"]
+    expected = record.metrics[f"{data}/matlab-y@every20"]
+    pairs = PairedFolder(require_shared("data", data))
+    report = derain.evaluate(derain.load("derain.default", device="cpu"), [pairs[i] for i in range(0, 100, 20)],
+                             protocol="matlab-y", quantize="round")
+    assert abs(report.psnr - expected[0]) < 0.01 and abs(report.ssim - expected[1]) < 0.0002

@@ -1,0 +1,114 @@
+"""SPANet's real-rain method: clean images from static rain sequences, the dataset builder and review decisions."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from derain.cli import main
+from derain.data import PairedFolder
+from derain.data.rainbuild import build_dataset, decide, read_json
+from derain.data.realrain import clean_from_frames, frame_shift, frames_for_density, rain_density
+from derain.data.synthetic import STYLES, add_rain, generator
+from derain.errors import InputError
+from derain.io import write_image
+from derain.metrics import psnr
+
+# rain streaks only (no haze): what a static camera sees come and go
+STYLE = {"normal": replace(STYLES["light"], streaks=replace(STYLES["light"].streaks, density=(0.003, 0.006)),
+                           texture_chance=0.0),
+         "dense": replace(STYLES["heavy"], haze=(0.0, 0.0), texture_chance=0.0)}
+
+
+def _background(h: int = 64, w: int = 80) -> torch.Tensor:
+    g = generator("bg")
+    y, x = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    base = torch.stack([0.3 + 0.4 * x, 0.2 + 0.5 * y, 0.6 - 0.3 * x * y])
+    return ((base + 0.1 * torch.rand(3, h, w, generator=g)).clamp(0, 1) * 255).round() / 255
+
+
+def _video(kind: str, frames: int = 100, *, noise: float = 1.5) -> list[torch.Tensor]:
+    bg = _background()
+    out = []
+    for t in range(frames):
+        rainy, _ = add_rain(bg, style=STYLE[kind], g=generator("video", kind, t))
+        noisy = rainy + torch.randn(bg.shape, generator=generator("noise", kind, t)) * noise / 255
+        out.append(((noisy.clamp(0, 1) * 255).round() / 255)[None])
+    return out
+
+
+@pytest.mark.parametrize("kind", ["normal", "dense"])
+def test_our_clean_image_beats_mean_median_and_mode(kind: str) -> None:
+    bg = _background()[None]
+    est = clean_from_frames(_video(kind), limit=100)
+
+    def score(x: torch.Tensor) -> float:
+        return float(psnr(x[None], bg, data_range=1.0))
+
+    ours = score(est.clean)
+    assert ours > max(score(est.mean), score(est.median), score(est.mode)), kind
+    if kind == "normal":
+        assert ours >= 45.0
+    assert 0 < est.p <= 1 and est.frames == 100
+
+
+def test_density_picks_n() -> None:
+    assert frames_for_density(rain_density(_video("normal", 20))) == 100
+    assert frames_for_density(rain_density(_video("dense", 20))) == 200
+    assert frames_for_density(0.0) == 20
+
+
+def test_frame_shift() -> None:
+    a = _background(96, 96)
+    assert frame_shift(a, a) == (0, 0)
+    assert frame_shift(a, torch.roll(a, shifts=(4, -6), dims=(1, 2))) == (4, -6)
+
+
+def _frames_folder(folder: Path, frames: list[torch.Tensor]) -> Path:
+    for k, f in enumerate(frames):
+        write_image(folder / f"f{k:03d}.png", f)
+    return folder
+
+
+def test_build_review_and_list(tmp_path: Path) -> None:
+    static = _frames_folder(tmp_path / "street", _video("normal", 30))
+    moving = _frames_folder(tmp_path / "pan", [torch.roll(f, shifts=2 * k, dims=3)
+                                                for k, f in enumerate(_video("normal", 30))])
+    out = tmp_path / "ds"
+    assert main(["build-dataset", str(static), str(moving), "-o", str(out), "--frames", "24"]) == 0
+    manifest = read_json(out / "manifest.json")
+    assert manifest["street"]["status"] == "built" and manifest["street"]["frames_used"] == 24
+    assert manifest["pan"]["status"] == "moving camera" and "camera moves" in manifest["pan"]["reason"]
+    assert not (out / "pan").exists()  # never a blurry "clean" image of a moving camera
+    assert (out / "real_world.txt").read_text() == ""  # nothing accepted yet
+    decide(out, "street", "accepted")
+    pairs = PairedFolder(out / "real_world.txt")
+    assert len(pairs) == 24 and pairs[0].clean.shape == (3, 64, 80)
+    # decisions survive a restart: a new build keeps them and the list
+    build_dataset([static], out, frames=24)
+    assert read_json(out / "decisions.json")["street"] == {"decision": "accepted"}
+    assert len(PairedFolder(out / "real_world.txt")) == 24
+    assert main(["review", str(out), "--reject", "street"]) == 0
+    assert (out / "real_world.txt").read_text() == ""  # a rejected sequence never reaches the list
+    assert main(["review", str(out), "--rebuild", "street", "--more", "10"]) == 0
+    build_dataset([static], out, frames=18)
+    assert read_json(out / "manifest.json")["street"]["frames_used"] == 28
+    with pytest.raises(InputError, match="no sequence named 'nope'"):
+        decide(out, "nope", "accepted")
+
+
+def test_bad_sequences_get_one_line_errors(tmp_path: Path) -> None:
+    short = _frames_folder(tmp_path / "short", _video("normal", 5))
+    mixed = _frames_folder(tmp_path / "mixed", _video("normal", 4))
+    write_image(mixed / "f999.png", torch.rand(1, 3, 10, 10))
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
+    out = tmp_path / "ds"
+    manifest = build_dataset([short, mixed], out, frames=8)
+    assert "fewer than the 8 needed" in manifest["short"]["reason"]
+    assert "all frames must have one size" in manifest["mixed"]["reason"]
+    pytest.importorskip("av", reason="video input needs PyAV")
+    assert main(["build-dataset", str(tmp_path / "broken.mp4"), "-o", str(out)]) == 0
+    assert "not a readable video" in read_json(out / "manifest.json")["broken"]["reason"]
