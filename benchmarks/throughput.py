@@ -29,7 +29,6 @@ def _rss_gb() -> float:
 
 
 def _one(model: str, mode: str, height: int, width: int, runs: int) -> dict[str, float]:
-    import numpy as np
     import torch
 
     import derain

@@ -143,7 +143,7 @@ def build_sequence(source: Source, out: Path, *, frames: int | None = None, extr
     hist: TemporalHistogram | None = None
     for frame in _frames_checked(source, n, max_shift=max_shift, align=align):
         if hist is None:
-            hist = TemporalHistogram(frame.shape[-2], frame.shape[-1])
+            hist = TemporalHistogram(frame.shape[-2], frame.shape[-1], max_frames=max(n, 2))
         hist.add(frame)
     assert hist is not None
     estimate = hist.estimate()

@@ -7,8 +7,8 @@ ranges, and the clean image is every pixel's value at rank p (Eq. 4). One global
 consistent, where a per-pixel mode would be noisy.
 
 Streaming: frames are never all in memory. Each frame adds one count per pixel and channel to a histogram of 256
-bins (uint8 counts: 708 MB for 1280x720 colour, N <= 255); mode, ranges, p and the rank-p values are read off the
-histogram's cumulative counts, in row bands. Clipped values (255) are not taken as a pixel's mode unless the
+bins (uint8 counts for N <= 255: 708 MB for 1280x720 colour; int16 beyond); mode, ranges, p and the rank-p values
+are read off the histogram's cumulative counts, in row bands. Clipped values (255) are not taken as a pixel's mode unless the
 pixel is never below 255: dense rain can saturate a bright pixel in most frames. The same histogram gives the
 baselines of the paper's Table 1 (per-pixel median and plain mode); the mean comes from a running sum.
 """
@@ -23,7 +23,7 @@ from torch import Tensor
 
 from derain.errors import InputError
 
-MAX_FRAMES = 255
+MAX_FRAMES = 32767
 _BAND_ROWS = 32
 
 
@@ -48,9 +48,13 @@ def _to_uint8(frame: Tensor) -> Tensor:
 class TemporalHistogram:
     """Per-pixel, per-channel histograms of 8-bit values over frames, plus a running sum."""
 
-    def __init__(self, height: int, width: int) -> None:
+    def __init__(self, height: int, width: int, *, max_frames: int = 255) -> None:
+        if not 2 <= max_frames <= MAX_FRAMES:
+            raise InputError(f"max_frames must be in 2..{MAX_FRAMES}, got {max_frames}")
         self.shape = (height, width)
-        self.counts = torch.zeros(height * width * 3, 256, dtype=torch.uint8)
+        self.max_frames = max_frames
+        dtype = torch.uint8 if max_frames <= 255 else torch.int16
+        self.counts = torch.zeros(height * width * 3, 256, dtype=dtype)
         self.total = torch.zeros(height * width * 3, dtype=torch.float64)
         self.frames = 0
         self._base = torch.arange(height * width * 3, dtype=torch.int64) * 256
@@ -60,10 +64,10 @@ class TemporalHistogram:
         if tuple(values.shape[:2]) != self.shape:
             raise InputError(f"frame {self.frames + 1} is {values.shape[1]}x{values.shape[0]}, the sequence is "
                              f"{self.shape[1]}x{self.shape[0]}; all frames of a sequence must have one size")
-        if self.frames >= MAX_FRAMES:
-            raise InputError(f"at most {MAX_FRAMES} frames per clean estimate")
+        if self.frames >= self.max_frames:
+            raise InputError(f"this histogram was made for at most {self.max_frames} frames")
         flat = values.reshape(-1)
-        self.counts.view(-1).index_put_((self._base + flat.long(),), torch.ones(1, dtype=torch.uint8),
+        self.counts.view(-1).index_put_((self._base + flat.long(),), torch.ones(1, dtype=self.counts.dtype),
                                         accumulate=True)
         self.total += flat.double()
         self.frames += 1
@@ -117,7 +121,7 @@ def clean_from_frames(frames: Iterable[Tensor], *, limit: int | None = None) -> 
     for frame in frames:
         if hist is None:
             x = frame[0] if frame.ndim == 4 else frame
-            hist = TemporalHistogram(int(x.shape[-2]), int(x.shape[-1]))
+            hist = TemporalHistogram(int(x.shape[-2]), int(x.shape[-1]), max_frames=limit or 255)
         hist.add(frame)
         if limit is not None and hist.frames >= limit:
             break
