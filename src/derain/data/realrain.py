@@ -9,8 +9,9 @@ consistent, where a per-pixel mode would be noisy.
 Streaming: frames are never all in memory. Each frame adds one count per pixel and channel to a histogram of 256
 bins (uint8 counts for N <= 255: 708 MB for 1280x720 colour; int16 beyond); mode, ranges, p and the rank-p values
 are read off the histogram's cumulative counts, in row bands. Clipped values (255) are not taken as a pixel's
-mode unless the pixel is never below 255: dense rain can saturate a bright pixel in most frames. The same histogram gives the
-baselines of the paper's Table 1 (per-pixel median and plain mode); the mean comes from a running sum.
+mode unless the pixel is never below 255: dense rain can saturate a bright pixel in most frames. The same
+histogram gives the baselines of the paper's Table 1 (per-pixel median and plain mode); the mean comes from a
+running sum.
 """
 
 from __future__ import annotations
