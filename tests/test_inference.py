@@ -261,3 +261,23 @@ def test_video_round_trip_keeps_frames_fps_and_audio(tiny_weights: Path, tmp_pat
     (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(100))
     assert main(["run", str(tmp_path / "broken.mp4"), "-o", str(tmp_path / "o"), "-w", str(tiny_weights)]) == 1
     assert not (tmp_path / "o" / "broken.mp4").exists()
+
+
+def test_torchrun_splits_the_files(tiny_weights: Path, tmp_path: Path) -> None:
+    import socket
+
+    src = tmp_path / "in"
+    for k in range(5):
+        write_image(src / f"img{k}.png", torch.rand(1, 3, 16, 20))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "derain", "run", str(src),
+                           "-o", str(tmp_path / "out"), "-w", str(tiny_weights), "--device", "cpu"],
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = sorted(line for line in proc.stdout.splitlines() if line.startswith("[rank"))
+    assert len(lines) == 2 and "3 done" in lines[0] and "2 done" in lines[1]  # none twice, none left out
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"img{k}.png" for k in range(5)]

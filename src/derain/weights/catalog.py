@@ -63,6 +63,17 @@ def _spanet() -> WeightRecord:
 
 
 _H, _L, _R1400 = "RainTrainH (1,254 pairs)", "RainTrainL (200 pairs)", "Rain12600 (900 x 14)"
+_BSDS = ("BSDS500 clean photos less the 91 Rain100L/H ground truths (401 for training, 8 held out for validation), "
+         "with synthetic rain made on the fly")
+
+
+def _ours(name: str, model: str, sha: str, config: str, data: str,
+          metrics: Mapping[str, tuple[float, float]], notes: str) -> WeightRecord:
+    """Weights trained by this project (configs/, derain train): bundled in the package, with a model card
+    ``assets/weights/<name>.md``."""
+    return WeightRecord(name=name, model=model, file=f"weights/{name}.safetensors", sha256=sha,
+                        origin=f"derain: derain train {config}", training_data=data, license="MIT (derain)",
+                        bundled=True, quantize="round", metrics=metrics, notes=notes)
 
 _RECORDS: tuple[WeightRecord, ...] = (
     _spanet(),
