@@ -192,6 +192,9 @@ def write_weights(out: str | os.PathLike[str], *, model: str, options: Mapping[s
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(tmp), metadata=metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # the temporary file is private; the result gets the usual permissions
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
