@@ -5,7 +5,7 @@ available), a Rain100H image (481x321) is derained whole and in ``--tile`` windo
 the largest and the 99.9th-percentile absolute difference (in 8-bit levels) and marks the smallest overlap whose
 largest difference is at most 2/255, beside the default overlap in ``derain.inference.profiles``.
 
-    python benchmarks/tiling.py [--tile 160] [--families prenet sian spanet jdnet]
+    python benchmarks/tiling.py [--tile 160] [--families prenet sian spanet jdnet] [--overlaps 0 32 64]
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from derain.io import read_image
 SHARED = Path(os.environ.get("DERAIN_SHARED", Path(__file__).resolve().parent.parent.parent / "shared"))
 WEIGHTS = {"prenet": "prenet/Rain100H/PReNet6/net_latest.pth", "sian": "sian/rain100h.pth",
            "spanet": "spanet/latest.pth", "jdnet": None}
-OVERLAPS = (0, 16, 32, 48, 64, 96, 128)
+OVERLAPS = (0, 16, 32, 48, 64, 80, 96, 128)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tile", type=int, default=160)
     parser.add_argument("--families", nargs="+", default=list(WEIGHTS))
+    parser.add_argument("--overlaps", type=int, nargs="+", default=list(OVERLAPS))
     parser.add_argument("--image", type=Path, default=SHARED / "data" / "rain100H" / "rain" / "001.png")
     args = parser.parse_args()
     x = read_image(args.image).image
@@ -44,8 +45,8 @@ def main() -> None:
             restorer = derain.load(SHARED / "weights" / "official" / path, device="cpu")
         whole = restorer(x)
         found = None
-        for overlap in OVERLAPS:
-            if overlap >= args.tile // 2 + 1:
+        for overlap in args.overlaps:
+            if overlap > args.tile // 2:
                 break
             diff = (restorer(x, tile=args.tile, overlap=overlap) - whole).abs().flatten() * 255
             worst, p999 = float(diff.max()), float(diff.quantile(0.999))

@@ -113,7 +113,7 @@ class Restorer:
         def piece(t: Tensor) -> Tensor:
             return self._flip(self._forward(t).image).to(device=x.device, dtype=torch.float32)
 
-        return run_tiled(piece, x, tile=tile, overlap=overlap).clamp(0, 1).to(x.dtype)
+        return run_tiled(piece, x, tile=tile, overlap=overlap, align=self.profile.align).clamp(0, 1).to(x.dtype)
 
     def __call__(self, x: Any, *, tile: int | None = None, overlap: int | None = None) -> Any:
         """The clean image, clamped to [0, 1], in the input's own kind (tensor, PIL image or NumPy array).

@@ -17,14 +17,24 @@ from torch import Tensor
 from derain.errors import InputError
 
 
-def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
-    """Window starts along one axis: stride ``tile - overlap``, the last window flush with the end."""
+def tile_windows(size: int, tile: int, overlap: int, align: int = 1) -> list[tuple[int, int]]:
+    """Windows ``(start, stop)`` along one axis: stride ``tile - overlap``, the last one ending at ``size``.
+
+    With ``align`` > 1 every start is a multiple of ``align`` (models that pool by ``align`` then see the same
+    pooling grid in a window as in the whole image); the last window then starts at the aligned position at or
+    before ``size - tile`` and is up to ``align - 1`` pixels longer than ``tile``.
+    """
     if size <= tile:
-        return [0]
-    stride = tile - overlap
-    starts = list(range(0, size - tile, stride))
-    starts.append(size - tile)
-    return starts
+        return [(0, size)]
+    stride = max((tile - overlap) // align * align, align)
+    last = (size - tile) // align * align
+    starts = [*range(0, last, stride), last]
+    return [(s, min(s + tile, size)) if s != last else (s, size) for s in starts]
+
+
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Window starts along one axis (``align`` 1): stride ``tile - overlap``, the last window flush with the end."""
+    return [start for start, _ in tile_windows(size, tile, overlap)]
 
 
 def _ramp(length: int, overlap: int, at_start: bool, at_end: bool, device: torch.device) -> Tensor:
@@ -42,7 +52,7 @@ def _ramp(length: int, overlap: int, at_start: bool, at_end: bool, device: torch
     return w
 
 
-def run_tiled(fn: Callable[[Tensor], Tensor], x: Tensor, *, tile: int, overlap: int,
+def run_tiled(fn: Callable[[Tensor], Tensor], x: Tensor, *, tile: int, overlap: int, align: int = 1,
               progress: Callable[[int, int], None] | None = None) -> Tensor:
     """``fn`` applied to ``x`` ``(N, C, H, W)`` window by window; returns the blended ``(N, C', H, W)``.
 
@@ -53,24 +63,23 @@ def run_tiled(fn: Callable[[Tensor], Tensor], x: Tensor, *, tile: int, overlap: 
     if not 0 <= overlap < tile:
         raise InputError(f"overlap must be in [0, tile) = [0, {tile}), got {overlap}")
     n, _, h, w = x.shape
-    th, tw = min(tile, h), min(tile, w)
-    ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
+    ys, xs = tile_windows(h, tile, overlap, align), tile_windows(w, tile, overlap, align)
     total = len(ys) * len(xs)
     if total == 1:
         return fn(x)
     out: Tensor | None = None
     weight = torch.zeros(1, 1, h, w, device=x.device)
     done = 0
-    for y0 in ys:
-        wy = _ramp(th, overlap, y0 == 0, y0 + th == h, x.device)
-        for x0 in xs:
-            wx = _ramp(tw, overlap, x0 == 0, x0 + tw == w, x.device)
-            piece = fn(x[..., y0:y0 + th, x0:x0 + tw])
+    for y0, y1 in ys:
+        wy = _ramp(y1 - y0, overlap, y0 == 0, y1 == h, x.device)
+        for x0, x1 in xs:
+            wx = _ramp(x1 - x0, overlap, x0 == 0, x1 == w, x.device)
+            piece = fn(x[..., y0:y1, x0:x1])
             if out is None:
                 out = torch.zeros(n, piece.shape[1], h, w, device=x.device, dtype=torch.float32)
             mask = (wy[:, None] * wx[None, :])[None, None]
-            out[..., y0:y0 + th, x0:x0 + tw] += piece.float() * mask
-            weight[..., y0:y0 + th, x0:x0 + tw] += mask
+            out[..., y0:y1, x0:x1] += piece.float() * mask
+            weight[..., y0:y1, x0:x1] += mask
             done += 1
             if progress is not None:
                 progress(done, total)
