@@ -185,3 +185,21 @@ def test_scan_matches_loop_on_cuda() -> None:
     irnn.method = "loop"
     for got, want in zip(fast, irnn(x), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("boundary_relu", [True, False])
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_doubling_scan_equals_the_loop(boundary_relu: bool, sign: float) -> None:
+    """The export-friendly doubling scan (fixed steps, no data-dependent control flow) against the reference."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 3, 17, 29, generator=g, dtype=torch.float64) * 2
+    w = sign * torch.rand(3, generator=g, dtype=torch.float64) * 0.99
+    b = torch.randn(3, generator=g, dtype=torch.float64) * 0.3
+    for dim in (2, 3):
+        for reverse in (False, True):
+            ref = irnn_sweep(x, w, b, dim=dim, reverse=reverse, boundary_relu=boundary_relu, method="loop")
+            got = irnn_sweep(x, w, b, dim=dim, reverse=reverse, boundary_relu=boundary_relu, method="doubling")
+            assert torch.allclose(got, ref, atol=1e-10, rtol=0)
+    with pytest.raises(ValueError, match="at most 4 positions"):
+        from derain.nn.irnn import sweep_doubling
+        sweep_doubling(x, w, b, reverse=False, boundary_relu=True, steps=2)

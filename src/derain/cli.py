@@ -127,7 +127,7 @@ def run_command(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive) or glob patterns.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (or a file name for one input).")],
     weights: Annotated[str, typer.Option("--weights", "-w", help="Catalog name or checkpoint path.")]
-    = "derain.default",
+    = derain.DEFAULT_WEIGHTS,
     device: Annotated[Device, typer.Option(help="Where to run the model.")] = Device.auto,
     half: Annotated[bool, typer.Option(help="float16 on a GPU (faster, slightly less exact).")] = False,
     tile: Annotated[int | None, typer.Option(min=8, help="Run in TILE x TILE windows (default: only when the "
@@ -182,7 +182,7 @@ class ExportFormat(str, Enum):
 def export_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output file (.onnx).")],
     weights: Annotated[str, typer.Option("--weights", "-w", help="Catalog name or checkpoint path.")]
-    = "derain.default",
+    = derain.DEFAULT_WEIGHTS,
     fmt: Annotated[ExportFormat, typer.Option("--format", help="Export format.")] = ExportFormat.onnx,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
 ) -> None:
@@ -200,7 +200,7 @@ def demo_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the sample, the result and a comparison.")]
     = Path("derain-demo"),
     weights: Annotated[str, typer.Option("--weights", "-w", help="Catalog name or checkpoint path.")]
-    = "derain.default",
+    = derain.DEFAULT_WEIGHTS,
     device: Annotated[Device, typer.Option(help="Where to run the model.")] = Device.auto,
     overwrite: Annotated[bool, typer.Option(help="Replace the demo's files if they exist.")] = False,
 ) -> None:

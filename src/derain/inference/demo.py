@@ -10,12 +10,11 @@ from pathlib import Path
 import torch
 
 from derain.errors import InputError
-from derain.inference.restorer import load
+from derain.inference.restorer import DEFAULT_WEIGHTS, load
 from derain.io import read_image, write_image
 from derain.metrics import psnr, quantize, ssim
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-DEFAULT_WEIGHTS = "derain.default"
 
 
 def sample_paths() -> tuple[Path, Path]:

@@ -190,7 +190,10 @@ def _to_pil(a: np.ndarray, like: Image.Image) -> Image.Image:
     return Image.fromarray(a)
 
 
-def load(name_or_path: str | os.PathLike[str] | LoadedWeights = "derain.default", *,
+DEFAULT_WEIGHTS = "derain.default"  # the bundled default model (configs/default.yaml)
+
+
+def load(name_or_path: str | os.PathLike[str] | LoadedWeights = DEFAULT_WEIGHTS, *,
          device: str | torch.device = "auto", dtype: torch.dtype = torch.float32) -> Restorer:
     """A ready-to-run :class:`Restorer` from a catalog name (``"sian.rain100l"``; default: the bundled
     ``derain.default``) or a checkpoint path."""
