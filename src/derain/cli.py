@@ -12,11 +12,28 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 import derain
 from derain.errors import DerainError
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """The exception types typer raises for bad command lines: its own base class (typer >= 0.22 bundles click)
+    and click's, when click is installed (older typer versions raise click's)."""
+    found: list[type[Exception]] = []
+    base = getattr(getattr(typer, "exceptions", None), "TyperException", None)
+    if isinstance(base, type):
+        found.append(base)
+    try:
+        from click.exceptions import ClickException
+    except ImportError:
+        pass
+    else:
+        found.append(ClickException)
+    return tuple(found)
+
+
+_USAGE_ERRORS = _usage_errors()
 
 app = typer.Typer(
     name="derain",
@@ -356,12 +373,16 @@ def main(argv: list[str] | None = None) -> int:
         code = app(args=argv, prog_name="derain", standalone_mode=False)
         if isinstance(code, int) and code:
             return code
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         typer.echo("derain: aborted", err=True)
         return 130
+    except _USAGE_ERRORS as exc:  # bad command line: typer's usage message, exit code 2
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            typer.echo(f"derain: error: {exc}", err=True)
+        return int(getattr(exc, "exit_code", 2))
     except DerainError as exc:
         # One line: multi-line messages (a list of unpairable files) are joined.
         text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
