@@ -17,6 +17,7 @@ import typer
 import derain
 from derain.errors import DerainError
 
+
 def _usage_errors() -> tuple[type[Exception], ...]:
     """The exception types typer raises for bad command lines: its own base class (typer >= 0.22 bundles click)
     and click's, when click is installed (older typer versions raise click's)."""
