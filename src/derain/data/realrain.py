@@ -25,7 +25,7 @@ from torch import Tensor
 from derain.errors import InputError
 
 MAX_FRAMES = 32767
-_BAND_ROWS = 32
+_BAND_ROWS = 16
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class TemporalHistogram:
         width3 = self.shape[1] * 3
         for top in range(0, self.shape[0], _BAND_ROWS):
             rows = slice(top * width3, min(top + _BAND_ROWS, self.shape[0]) * width3)
-            yield rows, self.counts[rows].to(torch.int16).cumsum(dim=1)
+            yield rows, self.counts[rows].cumsum(dim=1, dtype=torch.int16)
 
     def _image(self, flat: Tensor) -> Tensor:
         h, w = self.shape
