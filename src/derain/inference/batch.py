@@ -198,8 +198,8 @@ def derain_files(restorer: Restorer, inputs: Sequence[str | os.PathLike[str]], o
             summary.failed.append((name, reason))
             if report:
                 report(name, reason)
+    protect = [src for src, _ in jobs]  # every input, not just this rank's share: no rank writes over any input
     jobs = jobs[rank::world]
-    protect = [src for src, _ in jobs]
     for k, (src, target) in enumerate(jobs, 1):
         if target.exists() and not options.overwrite:
             summary.skipped.append(target)
