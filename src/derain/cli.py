@@ -6,6 +6,7 @@ non-zero exit code, never a traceback.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from enum import Enum
@@ -336,19 +337,32 @@ def review_command(
     reject: Annotated[list[str] | None, typer.Option(help="Reject this sequence (repeatable).")] = None,
     rebuild: Annotated[list[str] | None, typer.Option(help="Rebuild this sequence with --more frames.")] = None,
     more: Annotated[int, typer.Option(help="Frames to add on rebuild: 10, 20 or 50.")] = 20,
+    list_only: Annotated[bool, typer.Option("--list", help="Print every sequence and its decision; no page.")] = False,
+    host: Annotated[str, typer.Option(help="Address the review page listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the review page.")] = 8765,
+    no_browser: Annotated[bool, typer.Option("--no-browser", help="Serve the page without opening a tab.")] = False,
 ) -> None:
-    """Record review decisions; with none given, list every sequence and its decision."""
+    """Review built sequences: a local web page (extra "web"), or decisions given on the command line."""
     from derain.data.rainbuild import decide, read_json
 
+    manifest = read_json(dataset / "manifest.json")
+    if not manifest:
+        raise derain.InputError(f"{dataset}: no manifest.json; build it with derain build-dataset first")
     for name in accept or []:
         decide(dataset, name, "accepted")
     for name in reject or []:
         decide(dataset, name, "rejected")
     for name in rebuild or []:
         decide(dataset, name, "rebuild", more=more)
-    manifest, decisions = read_json(dataset / "manifest.json"), read_json(dataset / "decisions.json")
-    if not manifest:
-        raise derain.InputError(f"{dataset}: no manifest.json; build it with derain build-dataset first")
+    if not (accept or reject or rebuild or list_only):
+        # The page is its own program (nothing in the package imports derain.web): run it until Ctrl+C.
+        command = [sys.executable, "-m", "derain.web", "review", str(dataset), "--host", host, "--port", str(port)]
+        try:
+            code = subprocess.call([*command, *(["--no-browser"] if no_browser else [])])
+        except KeyboardInterrupt:
+            code = 0
+        raise typer.Exit(code)
+    decisions = read_json(dataset / "decisions.json")
     for name in sorted(manifest):
         status = manifest[name].get("status")
         decision = decisions.get(name, {}).get("decision", "pending")

@@ -1,0 +1,195 @@
+"""The review page of a real-rain dataset (SPANet §3's human step), served on localhost.
+
+Every sequence of ``manifest.json`` gets a card: its numbers (N, density, p, coverage), the clean estimate, a few
+rainy frames, the amplified difference ``|rain - clean|`` and the rain mask. A click opens any picture in a
+viewer that zooms (1x to 16x, pixels kept sharp), flips between clean / rain / difference / mask of one frame and
+steps through every frame. Accept, Reject and Rebuild +10/+20/+50 call :func:`derain.data.rainbuild.decide`,
+which saves ``decisions.json`` and rewrites the list file at once: review survives a restart, and only accepted
+sequences reach ``real_world.txt``. Sequences that failed or whose camera moves are listed with their reason.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from derain.data.rainbuild import LIST_FILE, decide, read_json
+from derain.errors import InputError
+
+try:
+    from fastapi import FastAPI, HTTPException, Request
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise InputError('the review page needs the web extra: pip install "derain[web]" (or decide from the command '
+                     "line: derain review DATASET --accept/--reject/--rebuild NAME)") from exc
+
+DIFF_GAIN = 4
+SHOWN_FRAMES = 3
+KINDS = ("rain", "mask", "diff")
+STATIC = {"review.css": "text/css", "review.js": "text/javascript"}
+
+
+def _state(dataset: Path) -> dict[str, dict[str, Any]]:
+    manifest, decisions = read_json(dataset / "manifest.json"), read_json(dataset / "decisions.json")
+    return {name: {**manifest[name], "decision": decisions.get(name, {}).get("decision", "pending"),
+                   "more": decisions.get(name, {}).get("more")} for name in sorted(manifest)}
+
+
+def _counts(state: dict[str, dict[str, Any]]) -> dict[str, int]:
+    counts = {"accepted": 0, "rejected": 0, "rebuild": 0, "pending": 0, "not built": 0}
+    for entry in state.values():
+        counts[entry["decision"] if entry.get("status") == "built" else "not built"] += 1
+    return counts
+
+
+def _listed_pairs(dataset: Path) -> int:
+    path = dataset / LIST_FILE
+    return sum(1 for line in path.read_text().splitlines() if line.strip()) if path.exists() else 0
+
+
+def difference_png(rain: Path, clean: Path, *, gain: int = DIFF_GAIN) -> bytes:
+    """``|rain - clean| * gain`` as an 8-bit RGB PNG."""
+    a = np.asarray(Image.open(rain).convert("RGB"), dtype=np.int16)
+    b = np.asarray(Image.open(clean).convert("RGB"), dtype=np.int16)
+    if a.shape != b.shape:
+        raise InputError(f"{rain}: {a.shape[1]}x{a.shape[0]}, but the clean image is {b.shape[1]}x{b.shape[0]}")
+    diff = np.clip(np.abs(a - b) * gain, 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(diff).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _shown(pairs: list[str]) -> list[str]:
+    if len(pairs) <= SHOWN_FRAMES:
+        return list(pairs)
+    step = (len(pairs) - 1) / (SHOWN_FRAMES - 1)
+    return [pairs[round(k * step)] for k in range(SHOWN_FRAMES)]
+
+
+def _card(name: str, entry: dict[str, Any]) -> str:
+    e = html.escape
+    if entry.get("status") != "built":
+        status = str(entry.get("status"))
+        return (f'<section class="seq unbuilt" data-name="{e(name)}"><h2>{e(name)} <span class="decision" '
+                f'data-decision="{e(status)}">{e(status)}</span></h2><p class="reason">'
+                f'{e(str(entry.get("reason", "")))}</p></section>')
+    decision = entry["decision"] + (f" +{entry['more']}" if entry["decision"] == "rebuild" else "")
+    head = (f'<h2>{e(name)} <span class="decision" data-decision="{e(entry["decision"])}">{e(decision)}</span>'
+            "</h2>")
+    pairs = entry["pairs"]
+    stats = (f'N = {entry["frames_used"]} frames ({entry["extra"]} added by rebuilds); rain density '
+             f'{entry["density"]:.1%} (the paper\'s rule gives N = {entry["n_from_density"]}); global rank '
+             f'p = {entry["p"]:.3f}, inside {entry["coverage"]:.0%} of the mode ranges; source {e(entry["source"])}')
+
+    def figure(src: str, caption: str, kind: str, frame: str) -> str:
+        return (f'<figure><img src="{e(src)}" alt="{e(caption)}" data-kind="{kind}" data-frame="{e(frame)}" '
+                f'loading="lazy"><figcaption>{e(caption)}</figcaption></figure>')
+
+    shown = _shown(pairs)
+    figures = [figure(f"/img/{name}/clean", "clean estimate", "clean", shown[0])]
+    figures += [figure(f"/img/{name}/rain/{p}", f"rain {p}", "rain", p) for p in shown]
+    figures += [figure(f"/img/{name}/diff/{shown[0]}", f"|rain - clean| x{DIFF_GAIN}, {shown[0]}", "diff",
+                       shown[0]),
+                figure(f"/img/{name}/mask/{shown[0]}", f"mask {shown[0]}", "mask", shown[0])]
+    buttons = ('<button data-decision="accepted">Accept</button><button data-decision="rejected">Reject</button>'
+               + "".join(f'<button data-decision="rebuild" data-more="{m}">Rebuild +{m}</button>'
+                         for m in (10, 20, 50)))
+    return (f'<section class="seq" data-name="{e(name)}" data-frames="{e(json.dumps(pairs))}">{head}'
+            f'<p class="stats">{stats}</p><div class="strip">{"".join(figures)}</div>'
+            f'<div class="actions">{buttons}<span class="message"></span></div></section>')
+
+
+
+
+def _summary(dataset: Path, state: dict[str, dict[str, Any]]) -> str:
+    counts = _counts(state)
+    parts = [f"{v} {k}" for k, v in counts.items() if v]
+    return f"{len(state)} sequence(s): {', '.join(parts) or 'none'}; {LIST_FILE} lists {_listed_pairs(dataset)} pairs"
+
+
+def page(dataset: Path) -> str:
+    """The whole review page of ``dataset`` as HTML."""
+    state = _state(dataset)
+    cards = "".join(_card(name, entry) for name, entry in state.items()) or "<p>No sequences in manifest.json.</p>"
+    kinds = "".join(f'<button data-kind="{k}">{k}</button>' for k in ("clean", "rain", "diff", "mask"))
+    viewer = (f'<div id="viewer"><div class="bar"><button id="close">Close (Esc)</button>{kinds}'
+              '<label>zoom <input id="zoom" type="range" min="1" max="16" step="1" value="2"></label>'
+              '<span id="zoomed">2x</span><label>frame <input id="frame" type="range" min="0" value="0"></label>'
+              '<span id="where"></span></div><div class="pane"><img id="big" alt="zoomed view"></div></div>')
+    title = f"derain review: {html.escape(dataset.name or str(dataset))}"
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+            f'<link rel="stylesheet" href="/static/review.css"></head><body><h1>{title}</h1>'
+            f'<p id="counts">{html.escape(_summary(dataset, state))}</p>'
+            "<p>Accept a sequence when its clean estimate shows no rain and no ghosts of moving objects; reject it "
+            "otherwise, or rebuild it with more frames (the next <code>derain build-dataset</code> run does it). "
+            "Click a picture to zoom.</p>"
+            f'{cards}{viewer}<script src="/static/review.js"></script></body></html>')
+
+
+def create_app(dataset: str | Path) -> FastAPI:
+    """The review app of ``dataset`` (a folder made by ``derain build-dataset``)."""
+    dataset = Path(dataset)
+    if not (dataset / "manifest.json").is_file():
+        raise InputError(f"{dataset}: no manifest.json; build the dataset with derain build-dataset first")
+    read_json(dataset / "manifest.json")  # fails early on a broken manifest
+    app = FastAPI(title="derain review", docs_url=None, redoc_url=None, openapi_url=None)
+
+    def built(name: str) -> dict[str, Any]:
+        entry = read_json(dataset / "manifest.json").get(name)
+        if entry is None or entry.get("status") != "built":
+            raise HTTPException(404, f"no built sequence named {name!r}")
+        return entry
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> str:
+        return page(dataset)
+
+    @app.get("/static/{name}")
+    def static(name: str) -> Response:
+        if name not in STATIC:
+            raise HTTPException(404, f"no file {name!r}")
+        return Response(resources.files("derain.web").joinpath(name).read_bytes(), media_type=STATIC[name])
+
+    @app.get("/api/sequences")
+    def sequences() -> dict[str, Any]:
+        state = _state(dataset)
+        return {"sequences": state, "counts": _counts(state), "summary": _summary(dataset, state)}
+
+    @app.post("/api/decision")
+    async def decision(request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise HTTPException(400, "the body must be JSON: {name, decision, more}") from None
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+            raise HTTPException(400, "the body must be JSON: {name, decision, more}")
+        try:
+            more = int(body.get("more") or 0)
+            saved = decide(dataset, body["name"], str(body.get("decision")), more=more)
+        except (InputError, TypeError, ValueError) as exc:
+            raise HTTPException(400, str(exc)) from None
+        return JSONResponse({"name": body["name"], **saved, "listed": _listed_pairs(dataset)})
+
+    @app.get("/img/{name}/clean")
+    def clean(name: str) -> FileResponse:
+        built(name)
+        return FileResponse(dataset / name / "clean.png", media_type="image/png")
+
+    @app.get("/img/{name}/{kind}/{frame}")
+    def frame(name: str, kind: str, frame: str) -> Response:
+        entry = built(name)
+        if kind not in KINDS or frame not in entry["pairs"]:  # only names the manifest lists: no path tricks
+            raise HTTPException(404, f"{name}: no {kind} picture {frame!r}")
+        if kind == "diff":
+            return Response(difference_png(dataset / name / "rain" / frame, dataset / name / "clean.png"),
+                            media_type="image/png")
+        return FileResponse(dataset / name / kind / frame, media_type="image/png")
+
+    return app

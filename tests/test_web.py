@@ -1,0 +1,173 @@
+"""The review page of a real-rain dataset (issue 4): its HTTP API, and the page itself in headless Chromium."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from derain.data.rainbuild import build_dataset, read_json
+from tests.test_realrain import _frames_folder, _video
+from tests.webdriver import chromium, free_port, wait_for
+
+pytest.importorskip("fastapi", reason='the review page needs the web extra: pip install -e ".[web]"')
+uvicorn = pytest.importorskip("uvicorn", reason='the review page needs the web extra: pip install -e ".[web]"')
+
+from derain.web.review import create_app  # noqa: E402  (after the extra's check)
+
+SEQUENCES = ("roof", "street", "yard")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("review")
+    video = _video("normal", 14)
+    inputs = [_frames_folder(root / "in" / name, video) for name in SEQUENCES]
+    pan = [torch.roll(f, shifts=3 * k, dims=3) for k, f in enumerate(video)]
+    inputs.append(_frames_folder(root / "in" / "pan", pan))
+    build_dataset(inputs, root / "ds", frames=12)
+    return root / "ds"
+
+
+@contextmanager
+def serve(dataset: Path) -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(dataset), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, what="the review server")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _post(url: str, body: object) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_api_serves_only_the_dataset_and_checks_decisions(dataset: Path) -> None:
+    from PIL import Image
+
+    with serve(dataset) as base:
+        status, body = _get(base + "/")
+        assert status == 200 and body.count(b'class="seq') == 4 and b"moving camera" in body
+        state = json.loads(_get(base + "/api/sequences")[1])
+        assert state["sequences"]["pan"]["status"] == "moving camera" and state["counts"]["pending"] == 3
+        frame = state["sequences"]["street"]["pairs"][0]
+        for path in ("/img/street/clean", f"/img/street/rain/{frame}", f"/img/street/mask/{frame}",
+                     f"/img/street/diff/{frame}"):
+            status, png = _get(base + path)
+            assert status == 200 and Image.open(io.BytesIO(png)).size == (80, 64), path
+        # only pictures the manifest lists: no path tricks, no other files, no unbuilt sequence
+        for path in ("/img/street/rain/..%2F..%2Fmanifest.json", "/img/street/rain/9999.png", "/img/pan/clean",
+                     "/img/nope/clean", f"/img/street/clean.png/{frame}", "/img/..%2Fmanifest.json/clean"):
+            assert _get(base + path)[0] == 404, path
+        status, answer = _post(base + "/api/decision", {"name": "street", "decision": "maybe"})
+        assert status == 400 and "unknown decision 'maybe'" in answer["detail"]
+        status, answer = _post(base + "/api/decision", {"name": "street", "decision": "rebuild", "more": 7})
+        assert status == 400 and "10, 20 or 50" in answer["detail"]
+        status, answer = _post(base + "/api/decision", {"name": "nope", "decision": "accepted"})
+        assert status == 400 and "no sequence named 'nope'" in answer["detail"]
+        assert _post(base + "/api/decision", ["street"])[0] == 400
+    assert read_json(dataset / "decisions.json").get("street", {}).get("decision", "pending") == "pending"
+
+
+def test_review_in_headless_chromium(dataset: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    with chromium() as browser, serve(dataset) as base:
+        browser.get(base + "/")
+        assert browser.script("return document.querySelectorAll('section.seq').length") == 4
+        assert "moving camera" in browser.text('section[data-name="pan"]')
+        assert browser.script("return document.querySelectorAll('section[data-name=\"pan\"] button').length") == 0
+        wait_for(lambda: browser.script(
+            "const s = [...document.querySelectorAll('.strip img')];"
+            "return s.length === 18 && s.every(i => i.complete && i.naturalWidth === 80)"), what="every picture")
+        browser.click('section[data-name="street"] button[data-decision="accepted"]')
+        browser.click('section[data-name="yard"] button[data-decision="rejected"]')
+        browser.click('section[data-name="roof"] button[data-decision="rebuild"][data-more="50"]')
+        wait_for(lambda: browser.text('section[data-name="roof"] .decision') == "rebuild +50", what="the labels")
+        assert browser.text('section[data-name="street"] .decision') == "accepted"
+        assert browser.text('section[data-name="yard"] .decision') == "rejected"
+        wait_for(lambda: "1 accepted" in browser.text("#counts"), what="the counts")
+        assert "lists 12 pairs" in browser.text("#counts")
+        # the zoomable viewer: open the difference view, zoom 4x, step a frame, flip to the mask
+        browser.click('section[data-name="street"] img[data-kind="diff"]')
+        wait_for(lambda: browser.script("return document.getElementById('big').naturalWidth") == 80, what="zoom")
+        browser.script("const z = document.getElementById('zoom'); z.value = 4; z.dispatchEvent(new Event('input'))")
+        assert browser.script("return document.getElementById('big').style.width") == "320px"
+        first = browser.text("#where")
+        browser.click('#viewer button[data-kind="mask"]')
+        browser.script("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowRight'}))")
+        assert browser.text("#where") != first and "mask" in browser.text("#where")
+        assert "/img/street/mask/0002.png" in browser.script("return document.getElementById('big').src")
+        shot = Image.open(io.BytesIO(browser.screenshot()))
+        assert shot.size[0] > 600 and len(np.unique(np.asarray(shot.convert("L")))) > 16  # a page, not a blank frame
+        shot.save(tmp_path / "review.png")
+
+    # saved at once: the files say so, and a new server (a restart) shows the same decisions
+    decisions = read_json(dataset / "decisions.json")
+    assert decisions == {"street": {"decision": "accepted"}, "yard": {"decision": "rejected"},
+                         "roof": {"decision": "rebuild", "more": 50}}
+    listed = (dataset / "real_world.txt").read_text().splitlines()
+    assert len(listed) == 12 and all(line.startswith("street/") for line in listed)
+    with chromium() as browser, serve(dataset) as base:
+        browser.get(base + "/")
+        labels = browser.script("return [...document.querySelectorAll('section.seq')].map("
+                                "s => s.dataset.name + ':' + s.querySelector('.decision').textContent)")
+        assert labels == ["pan:moving camera", "roof:rebuild +50", "street:accepted", "yard:rejected"]
+
+
+def test_derain_review_serves_the_page(dataset: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "derain", "review", str(dataset), "--port", str(port),
+                             "--no-browser"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: proc.poll() is not None or _ok(f"http://127.0.0.1:{port}/"), timeout=60, what="the page")
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert b"derain review" in _get(f"http://127.0.0.1:{port}/")[1]
+        # the port is taken now: a second page says so in one line
+        busy = subprocess.run([sys.executable, "-m", "derain", "review", str(dataset), "--port", str(port),
+                               "--no-browser"], capture_output=True, text=True, timeout=120, check=False)
+        assert busy.returncode == 1 and f"port {port} on 127.0.0.1 is in use" in busy.stderr
+        assert "Traceback" not in busy.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    missing = subprocess.run([sys.executable, "-m", "derain", "review", str(dataset.parent / "none"), "--no-browser"],
+                             capture_output=True, text=True, timeout=120, check=False)
+    assert missing.returncode == 1 and "no manifest.json" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def _ok(url: str) -> bool:
+    try:
+        return _get(url)[0] == 200
+    except OSError:
+        return False
