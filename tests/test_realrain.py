@@ -10,11 +10,11 @@ import torch
 
 from derain.cli import main
 from derain.data import PairedFolder
-from derain.data.rainbuild import build_dataset, decide, read_json
+from derain.data.rainbuild import Source, build_dataset, build_sequence, decide, read_json
 from derain.data.realrain import clean_from_frames, frame_shift, frames_for_density, rain_density
 from derain.data.synthetic import STYLES, add_rain, generator
 from derain.errors import InputError
-from derain.io import write_image
+from derain.io import read_image, write_image
 from derain.metrics import psnr
 
 # rain streaks only (no haze): what a static camera sees come and go
@@ -112,3 +112,28 @@ def test_bad_sequences_get_one_line_errors(tmp_path: Path) -> None:
     pytest.importorskip("av", reason="video input needs PyAV")
     assert main(["build-dataset", str(tmp_path / "broken.mp4"), "-o", str(out)]) == 0
     assert "not a readable video" in read_json(out / "manifest.json")["broken"]["reason"]
+
+
+def test_patches_for_training(tmp_path: Path) -> None:
+    static = _frames_folder(tmp_path / "street", _video("normal", 12))
+    out = tmp_path / "ds"
+    command = ["build-dataset", str(static), "-o", str(out), "--frames", "10", "--patch", "32", "--stride", "24"]
+    assert main(command) == 0
+    entry = read_json(out / "manifest.json")["street"]
+    # 64x80 frames: rows start at 0, 24 and 32 (flush with the border), columns at 0, 24 and 48
+    assert entry["patches"] == [f"{y:04d}_{x:04d}" for y in (0, 24, 32) for x in (0, 24, 48)]
+    clean = read_image(out / "street" / "clean.png").image
+    crop = read_image(out / "street" / "patches" / "clean" / "0024_0048.png").image
+    assert torch.equal(crop, clean[..., 24:56, 48:80])
+    rain = read_image(out / "street" / "rain" / "0003.png").image
+    assert torch.equal(read_image(out / "street" / "patches" / "rain" / "0003_0032_0024.png").image,
+                       rain[..., 32:64, 24:56])
+    assert (out / "real_world_patches.txt").read_text() == ""  # nothing accepted yet
+    decide(out, "street", "accepted")
+    pairs = PairedFolder(out / "real_world_patches.txt")
+    assert len(pairs) == 10 * 9 and pairs[0].rainy.shape == (3, 32, 32)
+    decide(out, "street", "rejected")
+    assert (out / "real_world_patches.txt").read_text() == ""
+    porch = Source("porch", _frames_folder(tmp_path / "porch", _video("normal", 4)))
+    with pytest.raises(InputError, match="patches of 100x100 do not fit frames of 80x64"):
+        build_sequence(porch, tmp_path / "ds2", frames=3, patch=100)

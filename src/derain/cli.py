@@ -312,6 +312,9 @@ def build_dataset_command(
     align: Annotated[bool, typer.Option(help="Undo small global camera shifts instead of skipping the sequence.")]
     = False,
     accept_all: Annotated[bool, typer.Option(help="Accept every built sequence without review.")] = False,
+    patch: Annotated[int, typer.Option(min=0, help="Also cut every pair into PATCH x PATCH training crops (0: "
+                                                   "none).")] = 0,
+    stride: Annotated[int | None, typer.Option(min=1, help="Pixels between patches (default: --patch).")] = None,
 ) -> None:
     """Real rain/clean pairs from rain videos (SPANet's method): clean image, pairs, masks, list file."""
     from derain.data.rainbuild import LIST_FILE, build_dataset
@@ -320,14 +323,15 @@ def build_dataset_command(
         typer.echo(f"derain: skipped {name}: {reason}", err=True)
 
     manifest = build_dataset([str(p) for p in inputs], output, frames=frames, align=align, accept_all=accept_all,
-                             report=report)
+                             patch=patch, stride=stride, report=report)
     built = [n for n, e in manifest.items() if e.get("status") == "built"]
     typer.echo(f"{len(built)} sequence(s) built, {len(manifest) - len(built)} skipped; {output / LIST_FILE} lists the "
                "accepted ones (derain review decides)")
     for name in built:
         e = manifest[name]
+        crops = f", {len(e['pairs']) * len(e['patches'])} patches" if e.get("patches") else ""
         typer.echo(f"  {name}: N={e['frames_used']} (density {e['density']:.1%}), p={e['p']:.3f}, "
-                   f"{len(e['pairs'])} pairs")
+                   f"{len(e['pairs'])} pairs{crops}")
 
 
 @app.command("review")

@@ -12,6 +12,8 @@ The dataset folder::
     DATASET/decisions.json       review decisions (derain review): accepted / rejected / rebuild (+frames)
     DATASET/real_world.txt       SPANet-style list "<rainy> <clean>" of the accepted sequences only
     DATASET/<seq>/clean.png, rain/NNNN.png, mask/NNNN.png
+    DATASET/<seq>/patches/clean/Y_X.png, rain/NNNN_Y_X.png, mask/NNNN_Y_X.png   (with ``patch``: training crops)
+    DATASET/real_world_patches.txt  the same list, of the accepted sequences' patches (with ``patch``)
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from derain.io.video import VIDEO_EXTENSIONS
 from derain.io.video import frames as video_frames
 
 LIST_FILE = "real_world.txt"
+PATCH_LIST_FILE = "real_world_patches.txt"
 DECISIONS = ("accepted", "rejected", "rebuild")
 _PROBE = 20
 
@@ -123,10 +126,24 @@ class MovingCamera(InputError):
     """The sequence's frames shift: it is reported and skipped, never turned into a blurry 'clean' image."""
 
 
+def patch_starts(size: int, patch: int, stride: int) -> list[int]:
+    """Starts of ``patch``-long windows every ``stride`` pixels, the last one flush with the end (full coverage)."""
+    if patch > size:
+        return []
+    starts = list(range(0, size - patch + 1, stride))
+    return starts if starts[-1] == size - patch else [*starts, size - patch]
+
+
 def build_sequence(source: Source, out: Path, *, frames: int | None = None, extra: int = 0, max_shift: int = 0,
-                   align: bool = False, mask_threshold: float = 8 / 255,
+                   align: bool = False, mask_threshold: float = 8 / 255, patch: int = 0, stride: int | None = None,
                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Build one sequence into ``out/<name>``; returns its manifest entry."""
+    """Build one sequence into ``out/<name>``; returns its manifest entry.
+
+    ``patch`` > 0 also cuts every pair (and its mask) into ``patch x patch`` crops every ``stride`` pixels
+    (default: ``patch``, no overlap; the last crop of a row or column is flush with the border).
+    """
+    if patch < 0 or (stride is not None and stride < 1):
+        raise InputError(f"patch must be >= 0 and stride >= 1, got patch {patch}, stride {stride}")
     probe = []
     for frame in source.frames():
         if probe and frame.shape != probe[0].shape:
@@ -148,19 +165,36 @@ def build_sequence(source: Source, out: Path, *, frames: int | None = None, extr
     assert hist is not None
     estimate = hist.estimate()
     folder = out / source.name
+    height, width = estimate.clean.shape[-2:]
+    if patch and patch > min(height, width):
+        raise InputError(f"{source.path}: patches of {patch}x{patch} do not fit frames of {width}x{height}; "
+                         "pass a smaller --patch")
+    step = stride or patch
+    crops = [(y, x) for y in patch_starts(height, patch, step) for x in patch_starts(width, patch, step)] if patch \
+        else []
+    keys = [f"{y:04d}_{x:04d}" for y, x in crops]
     write_image(folder / "clean.png", estimate.clean, overwrite=True)
+    for (y, x), key in zip(crops, keys, strict=True):
+        write_image(folder / "patches" / "clean" / f"{key}.png", estimate.clean[..., y:y + patch, x:x + patch],
+                    overwrite=True)
     pairs = []
     for k, frame in enumerate(_frames_checked(source, n, max_shift=max_shift, align=align), 1):
         name = f"{k:04d}.png"
         write_image(folder / "rain" / name, frame, overwrite=True)
         mask = rain_mask_from(frame, estimate.clean, threshold=mask_threshold)
         write_image(folder / "mask" / name, mask.expand(3, -1, -1), overwrite=True)
+        for (y, x), key in zip(crops, keys, strict=True):
+            write_image(folder / "patches" / "rain" / f"{k:04d}_{key}.png", frame[..., y:y + patch, x:x + patch],
+                        overwrite=True)
+            write_image(folder / "patches" / "mask" / f"{k:04d}_{key}.png",
+                        mask[..., y:y + patch, x:x + patch].expand(3, -1, -1), overwrite=True)
         pairs.append(name)
         if progress:
             progress(f"{source.name}: wrote frame {k}/{n}")
     return {"source": str(source.path), "frames_used": n, "density": round(density, 5),
             "n_from_density": frames_for_density(density), "extra": extra, "rank": estimate.rank,
-            "p": round(estimate.p, 5), "coverage": round(estimate.coverage, 5), "pairs": pairs, "status": "built"}
+            "p": round(estimate.p, 5), "coverage": round(estimate.coverage, 5), "pairs": pairs,
+            **({"patch": patch, "stride": step, "patches": keys} if patch else {}), "status": "built"}
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -182,19 +216,25 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def write_list(dataset: Path) -> Path:
-    """The SPANet list of every accepted sequence's pairs (paths relative to the dataset folder)."""
+    """The SPANet list of every accepted sequence's pairs (paths relative to the dataset folder); when any
+    sequence has patches, also the list of the accepted sequences' patches."""
     manifest, decisions = read_json(dataset / "manifest.json"), read_json(dataset / "decisions.json")
-    lines = []
+    lines, patch_lines = [], []
     for name in sorted(manifest):
         entry = manifest[name]
         if entry.get("status") != "built" or decisions.get(name, {}).get("decision") != "accepted":
             continue
         lines += [f"{name}/rain/{p} {name}/clean.png" for p in entry["pairs"]]
-    path = dataset / LIST_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(line + "\n" for line in lines))
-    os.replace(tmp, path)
-    return path
+        patch_lines += [f"{name}/patches/rain/{p[:-4]}_{key}.png {name}/patches/clean/{key}.png"
+                        for p in entry["pairs"] for key in entry.get("patches", [])]
+    has_patches = any(e.get("patches") for e in manifest.values())
+    for path, listed in ((dataset / LIST_FILE, lines), (dataset / PATCH_LIST_FILE, patch_lines)):
+        if path.name == PATCH_LIST_FILE and not has_patches and not path.exists():
+            continue
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in listed))
+        os.replace(tmp, path)
+    return dataset / LIST_FILE
 
 
 def decide(dataset: Path, name: str, decision: str, *, more: int = 0) -> dict[str, Any]:
@@ -214,7 +254,8 @@ def decide(dataset: Path, name: str, decision: str, *, more: int = 0) -> dict[st
 
 
 def build_dataset(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *, frames: int | None = None,
-                  align: bool = False, max_shift: int = 0, accept_all: bool = False,
+                  align: bool = False, max_shift: int = 0, accept_all: bool = False, patch: int = 0,
+                  stride: int | None = None,
                   progress: Callable[[str], None] | None = None,
                   report: Callable[[str, str], None] | None = None) -> dict[str, Any]:
     """Build (or rebuild) every sequence of ``inputs`` into ``out``; returns the manifest.
@@ -234,7 +275,7 @@ def build_dataset(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLi
         extra = int(done.get("extra", 0)) + int(wanted.get("more", 0)) if rebuild else 0
         try:
             manifest[source.name] = build_sequence(source, out, frames=frames, extra=extra, max_shift=max_shift,
-                                                   align=align, progress=progress)
+                                                   align=align, patch=patch, stride=stride, progress=progress)
             if rebuild or accept_all:
                 decisions[source.name] = {"decision": "accepted"} if accept_all else {"decision": "pending"}
         except InputError as exc:
