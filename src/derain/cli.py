@@ -323,7 +323,8 @@ def build_dataset_command(
         typer.echo(f"derain: skipped {name}: {reason}", err=True)
 
     manifest = build_dataset([str(p) for p in inputs], output, frames=frames, align=align, accept_all=accept_all,
-                             patch=patch, stride=stride, report=report)
+                             patch=patch, stride=stride, report=report,
+                             progress=_Progress("build"))
     built = [n for n, e in manifest.items() if e.get("status") == "built"]
     typer.echo(f"{len(built)} sequence(s) built, {len(manifest) - len(built)} skipped; {output / LIST_FILE} lists the "
                "accepted ones (derain review decides)")

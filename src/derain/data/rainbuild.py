@@ -136,7 +136,7 @@ def patch_starts(size: int, patch: int, stride: int) -> list[int]:
 
 def build_sequence(source: Source, out: Path, *, frames: int | None = None, extra: int = 0, max_shift: int = 0,
                    align: bool = False, mask_threshold: float = 8 / 255, patch: int = 0, stride: int | None = None,
-                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                   progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
     """Build one sequence into ``out/<name>``; returns its manifest entry.
 
     ``patch`` > 0 also cuts every pair (and its mask) into ``patch x patch`` crops every ``stride`` pixels
@@ -158,10 +158,12 @@ def build_sequence(source: Source, out: Path, *, frames: int | None = None, extr
     n = (frames or frames_for_density(density)) + extra
     del probe
     hist: TemporalHistogram | None = None
-    for frame in _frames_checked(source, n, max_shift=max_shift, align=align):
+    for k, frame in enumerate(_frames_checked(source, n, max_shift=max_shift, align=align), 1):
         if hist is None:
             hist = TemporalHistogram(frame.shape[-2], frame.shape[-1], max_frames=max(n, 2))
         hist.add(frame)
+        if progress:
+            progress(k, n, f"{source.name}: histogram")
     assert hist is not None
     estimate = hist.estimate()
     folder = out / source.name
@@ -190,7 +192,7 @@ def build_sequence(source: Source, out: Path, *, frames: int | None = None, extr
                         mask[..., y:y + patch, x:x + patch].expand(3, -1, -1), overwrite=True)
         pairs.append(name)
         if progress:
-            progress(f"{source.name}: wrote frame {k}/{n}")
+            progress(k, n, f"{source.name}: pairs")
     return {"source": str(source.path), "frames_used": n, "density": round(density, 5),
             "n_from_density": frames_for_density(density), "extra": extra, "rank": estimate.rank,
             "p": round(estimate.p, 5), "coverage": round(estimate.coverage, 5), "pairs": pairs,
@@ -256,7 +258,7 @@ def decide(dataset: Path, name: str, decision: str, *, more: int = 0) -> dict[st
 def build_dataset(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *, frames: int | None = None,
                   align: bool = False, max_shift: int = 0, accept_all: bool = False, patch: int = 0,
                   stride: int | None = None,
-                  progress: Callable[[str], None] | None = None,
+                  progress: Callable[[int, int, str], None] | None = None,
                   report: Callable[[str, str], None] | None = None) -> dict[str, Any]:
     """Build (or rebuild) every sequence of ``inputs`` into ``out``; returns the manifest.
 
