@@ -183,6 +183,24 @@ def test_run_single_file_compare_and_no_overwrite_of_inputs(tiny_weights: Path, 
                  "--device", "cpu"]) == 1
 
 
+def test_save_stages_runs_the_model_once(restorer: derain.Restorer, tmp_path: Path) -> None:
+    from derain.inference.batch import RunOptions, derain_files
+
+    src = tmp_path / "in" / "rain.png"
+    write_image(src, read_image(derain.sample_paths()[0]).image[..., :48, :64])
+    calls = []
+    hook = restorer.model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        summary = derain_files(restorer, [src], tmp_path / "stages", options=RunOptions(save_stages=True))
+        assert len(summary.done) == 1 and len(calls) == 1  # one forward gives the image and its stages
+        derain_files(restorer, [src], tmp_path / "plain")
+    finally:
+        hook.remove()
+    image = read_image(tmp_path / "stages" / "rain.png").image
+    assert torch.equal(image, read_image(tmp_path / "plain" / "rain.png").image)
+    assert torch.equal(image, read_image(tmp_path / "stages" / "rain_stage2.png").image)  # the last stage
+
+
 def test_an_unreadable_folder_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from derain.inference import batch
 

@@ -157,15 +157,22 @@ def _process(restorer: Restorer, src: Path, target: Path, options: RunOptions, p
     fmt_alpha = target.suffix.lower() in (".png", ".tif", ".tiff", ".webp")
     bit_depth = 16 if loaded.bit_depth == 16 and target.suffix.lower() in (".png", ".tif", ".tiff") else 8
     alpha = loaded.alpha if fmt_alpha else None
-    out = restorer(image, tile=options.tile, overlap=options.overlap)
+    extras = options.save_stages or options.save_attention
+    fits = restorer.auto_tile(image.shape[-2], image.shape[-1]) is None
+    # Stages and attention maps come from one whole-image forward; untiled, that forward gives the image too.
+    result = restorer.run(image) if extras and fits else None
+    out = (result.image.clamp(0, 1) if result is not None and options.tile is None
+           else restorer(image, tile=options.tile, overlap=options.overlap))
     write_image(target, out, alpha=alpha, bit_depth=bit_depth, quality=options.quality,
                 overwrite=options.overwrite, protect=protect)
     if options.compare:
         gap = torch.ones(1, 3, image.shape[2], 8)
         write_image(_extras(target, "compare"), torch.cat([image, gap, out], dim=3), overwrite=options.overwrite,
                     protect=protect)
-    if options.save_stages or options.save_attention:
-        result = restorer.run(image)
+    if extras:
+        if result is None:
+            raise InputError(f"{shown(src)}: derained, but too large for --save-stages/--save-attention, which "
+                             "need the whole image in one piece (they are not tiled)")
         if options.save_stages:
             for k, stage in enumerate(result.stages, 1):
                 write_image(_extras(target, f"stage{k}"), stage.clamp(0, 1), overwrite=options.overwrite,
