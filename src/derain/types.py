@@ -1,4 +1,4 @@
-"""The image convention and the one output type every model returns.
+"""The image convention, the one output type every model returns, and where a tile sits in its image.
 
 Convention: a float tensor of shape ``(N, 3, H, W)``, RGB, values in ``[0, 1]``. It is checked at every public
 boundary by :func:`check_image`; models themselves stay free of checks.
@@ -26,6 +26,17 @@ class DerainOutput:
     image: Tensor
     stages: tuple[Tensor, ...] = field(default=())
     attention: tuple[Tensor, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a window sits in the image it was cut from (tiled inference): the image's height and width and the
+    window's top-left pixel. Models whose output depends on the whole input's size take it (``SIAN``)."""
+
+    image_height: int
+    image_width: int
+    top: int
+    left: int
 
 
 def check_image(x: object, *, name: str = "image", tolerance: float = 1e-3) -> Tensor:

@@ -1,7 +1,8 @@
 """What inference needs to know per architecture family: tile overlap and memory per pixel.
 
 ``overlap``: the default tile overlap in pixels, from the measured effective receptive field
-(``benchmarks/tiling.py``): with it, tiled PReNet and SIAN outputs equal the untiled ones within 2/255.
+(``benchmarks/tiling.py``): with it, tiled PReNet and SIAN outputs equal the untiled ones within 2/255 (SIAN's
+windows are told where they sit, so its ``align_corners=True`` up-sampling follows the whole image's grid).
 JDNet (stride-16 levels in 32 units) and SPANet (IRNN sweeps span whole rows and columns) see the whole image;
 their overlaps keep tiling changes small but not zero (README), and they are tiled only when memory requires.
 

@@ -21,7 +21,7 @@ from derain.errors import InputError
 from derain.inference.profiles import PROFILES, Profile
 from derain.inference.tiling import run_tiled
 from derain.io import from_tensor, to_tensor
-from derain.types import DerainOutput, check_image
+from derain.types import DerainOutput, Placement, check_image
 from derain.weights import LoadedWeights, load_weights
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -74,10 +74,16 @@ class Restorer:
         family = type(self.model).__module__.rsplit(".", 1)[-1]
         return PROFILES.get(family, Profile(overlap=64, bytes_per_pixel=4000.0))
 
-    def _forward(self, x: Tensor) -> DerainOutput:
+    @property
+    def accepts_placement(self) -> bool:
+        """Whether the model's forward takes ``placement=`` (where a window sits in the whole image); tiling then
+        passes it, so the window is computed on the whole image's grid (SIAN's ``align_corners`` up-sampling)."""
+        return bool(getattr(self.model, "accepts_placement", False))
+
+    def _forward(self, x: Tensor, placement: Placement | None = None) -> DerainOutput:
         inp = self._flip(x).to(device=self.device, dtype=self.dtype).contiguous(memory_format=self._memory_format)
         with torch.inference_mode():
-            return self.model(inp)
+            return self.model(inp) if placement is None else self.model(inp, placement=placement)
 
     def run(self, x: Tensor) -> DerainOutput:
         """Every stage and attention map, unclamped, on the input's device; channel order as the input's (RGB).
@@ -110,10 +116,12 @@ class Restorer:
         overlap = self.profile.overlap if overlap is None else overlap
         overlap = min(overlap, tile // 2)
 
-        def piece(t: Tensor) -> Tensor:
-            return self._flip(self._forward(t).image).to(device=x.device, dtype=torch.float32)
+        def piece(t: Tensor, placement: Placement | None = None) -> Tensor:
+            return self._flip(self._forward(t, placement).image).to(device=x.device, dtype=torch.float32)
 
-        return run_tiled(piece, x, tile=tile, overlap=overlap, align=self.profile.align).clamp(0, 1).to(x.dtype)
+        # The whole-image forward would see ``x`` itself, so the windows' placements are in ``x``'s geometry.
+        return run_tiled(piece, x, tile=tile, overlap=overlap, align=self.profile.align,
+                         placed=self.accepts_placement).clamp(0, 1).to(x.dtype)
 
     def __call__(self, x: Any, *, tile: int | None = None, overlap: int | None = None) -> Any:
         """The clean image, clamped to [0, 1], in the input's own kind (tensor, PIL image or NumPy array).

@@ -5,16 +5,21 @@ its output is weighted by a feathered mask that ignores the first quarter of the
 (where the model missed context), ramps linearly across the middle half and is 1 elsewhere (and at the image's
 own borders, where there is no neighbour). The weighted outputs are summed and normalised, so seams vanish and a
 pixel's value comes from windows that saw at least ``overlap / 4`` pixels of context around it.
+
+Models whose output depends on the whole input's size (SIAN's ``align_corners=True`` up-sampling) can be told where
+each window sits: with ``placed=True``, ``fn`` is called as ``fn(window, placement)`` with a :class:`Placement`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from derain.errors import InputError
+from derain.types import Placement
 
 
 def tile_windows(size: int, tile: int, overlap: int, align: int = 1) -> list[tuple[int, int]]:
@@ -52,11 +57,13 @@ def _ramp(length: int, overlap: int, at_start: bool, at_end: bool, device: torch
     return w
 
 
-def run_tiled(fn: Callable[[Tensor], Tensor], x: Tensor, *, tile: int, overlap: int, align: int = 1,
-              progress: Callable[[int, int], None] | None = None) -> Tensor:
+def run_tiled(fn: Callable[..., Tensor], x: Tensor, *, tile: int, overlap: int, align: int = 1,
+              placed: bool = False, progress: Callable[[int, int], None] | None = None) -> Tensor:
     """``fn`` applied to ``x`` ``(N, C, H, W)`` window by window; returns the blended ``(N, C', H, W)``.
 
-    ``fn`` must keep the spatial size. ``tile`` must exceed ``overlap``; windows never exceed the image.
+    ``fn(window)`` must keep the spatial size; with ``placed`` it is called as ``fn(window, placement)`` (the
+    :class:`Placement` of the window in ``x``; also for a single window covering all of ``x``). ``tile`` must
+    exceed ``overlap``; windows never exceed the image.
     """
     if tile < 8:
         raise InputError(f"tile must be at least 8 pixels, got {tile}")
@@ -65,8 +72,13 @@ def run_tiled(fn: Callable[[Tensor], Tensor], x: Tensor, *, tile: int, overlap: 
     n, _, h, w = x.shape
     ys, xs = tile_windows(h, tile, overlap, align), tile_windows(w, tile, overlap, align)
     total = len(ys) * len(xs)
+
+    def call(y0: int, x0: int, window: Tensor) -> Tensor:
+        extra: tuple[Any, ...] = (Placement(image_height=h, image_width=w, top=y0, left=x0),) if placed else ()
+        return fn(window, *extra)
+
     if total == 1:
-        return fn(x)
+        return call(0, 0, x)
     out: Tensor | None = None
     weight = torch.zeros(1, 1, h, w, device=x.device)
     done = 0
@@ -74,7 +86,7 @@ def run_tiled(fn: Callable[[Tensor], Tensor], x: Tensor, *, tile: int, overlap: 
         wy = _ramp(y1 - y0, overlap, y0 == 0, y1 == h, x.device)
         for x0, x1 in xs:
             wx = _ramp(x1 - x0, overlap, x0 == 0, x1 == w, x.device)
-            piece = fn(x[..., y0:y1, x0:x1])
+            piece = call(y0, x0, x[..., y0:y1, x0:x1])
             if out is None:
                 out = torch.zeros(n, piece.shape[1], h, w, device=x.device, dtype=torch.float32)
             mask = (wy[:, None] * wx[None, :])[None, None]
