@@ -171,3 +171,115 @@ def _ok(url: str) -> bool:
         return _get(url)[0] == 200
     except OSError:
         return False
+
+
+# --- derain web: derain your own images in the browser -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def web_app():  # the page's app with the bundled default model, loaded once
+    from derain.web.app import create_app as create_web_app
+
+    return create_web_app(device="cpu")
+
+
+@contextmanager
+def serve_app(app) -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, what="the web server")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def _upload(url: str, data: bytes) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "image/png"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_web_api_derains_uploads_like_the_python_api(web_app, tmp_path: Path) -> None:
+    import derain
+    from derain.io import read_image, write_image
+
+    rainy = derain.sample_paths()[0]
+    with serve_app(web_app) as base:
+        status, png = _upload(base + "/api/derain?name=my%20photo.png", rainy.read_bytes())
+        assert status == 200
+        (tmp_path / "out.png").write_bytes(png)
+        expected = derain.load(device="cpu")(read_image(rainy).image)
+        write_image(tmp_path / "expected.png", expected)
+        assert torch.equal(read_image(tmp_path / "out.png").image, read_image(tmp_path / "expected.png").image)
+        status, body = _upload(base + "/api/derain?name=broken.png", b"\x89PNG\r\n\x1a\nnot really")
+        detail = json.loads(body)["detail"]
+        assert status == 400 and detail.startswith("broken.png:") and "input.png" not in detail
+        status, body = _upload(base + "/api/derain?name=notes.txt", b"hello")
+        assert status == 400 and "not an image file name" in json.loads(body)["detail"]
+        status, body = _upload(base + "/api/derain?name=empty.png", b"")
+        assert status == 400 and "empty" in json.loads(body)["detail"]
+        status, body = _upload(base + "/api/derain?name=a.png&weights=nope", rainy.read_bytes())
+        assert status == 400 and "unknown weights 'nope'" in json.loads(body)["detail"]
+    from derain.errors import DerainError
+    from derain.web.app import create_app as create_web_app
+
+    with pytest.raises(DerainError):
+        create_web_app(["no/such/checkpoint.pth"])
+
+
+def test_web_page_in_headless_chromium(web_app, tmp_path: Path) -> None:
+    import derain
+
+    bad = tmp_path / "corrupt.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    with chromium() as browser, serve_app(web_app) as base:
+        browser.get(base + "/")
+        assert browser.script("return [...document.querySelectorAll('#weights option')].map(o => o.value)") == [
+            "derain.default"
+        ]
+        browser.keys("#files", str(derain.sample_paths()[0]))
+        wait_for(lambda: browser.script(
+            "const i = document.querySelector('.result img.after'); return i && i.complete && i.naturalWidth"),
+            timeout=120, what="the derained image")
+        size = browser.script("const i = document.querySelector('.result img.after');"
+                              "return [i.naturalWidth, i.naturalHeight]")
+        assert size == list(read_image_size(derain.sample_paths()[0]))
+        assert browser.text(".result h2") == "sample_rain.png" and "derain.default:" in browser.text(".status")
+        assert browser.script("return document.querySelector('.result a').download") == "sample_rain_derained.png"
+        browser.script("const r = document.querySelector('.compare input'); r.value = 80;"
+                       "r.dispatchEvent(new Event('input'))")
+        assert "80%" in browser.script("return document.querySelector('.result img.after').style.clipPath")
+        browser.keys("#files", str(bad))
+        wait_for(lambda: "corrupt.png:" in browser.script(
+            "const e = document.querySelector('.result .status.error'); return e ? e.textContent : ''"),
+            timeout=60, what="the error")
+
+
+def read_image_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size
+
+
+def test_derain_web_serves_the_page() -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "derain", "web", "--port", str(port), "--no-browser", "--device", "cpu"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: proc.poll() is not None or _ok(f"http://127.0.0.1:{port}/"), timeout=60, what="the page")
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert b'<option value="derain.default">' in _get(f"http://127.0.0.1:{port}/")[1]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    bad = subprocess.run([*command[:-2], "--weights", "no-such-weights"], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert bad.returncode == 1 and "no-such-weights" in bad.stderr and "Traceback" not in bad.stderr

@@ -374,6 +374,29 @@ def review_command(
         typer.echo(f"  {name:<24} {status:<14} {decision}")
 
 
+@app.command("web")
+def web_command(
+    weights: Annotated[list[str] | None, typer.Option("--weights", "-w", help="Catalog name or checkpoint path "
+                                                      "offered on the page (repeatable; default: derain.default).")]
+    = None,
+    device: Annotated[Device, typer.Option(help="Where to run the model.")] = Device.auto,
+    host: Annotated[str, typer.Option(help="Address the page listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the page.")] = 8000,
+    no_browser: Annotated[bool, typer.Option("--no-browser", help="Serve the page without opening a tab.")] = False,
+) -> None:
+    """A local web page to derain your images in the browser (extra "web")."""
+    # The page is its own program (nothing in the package imports derain.web): run it until Ctrl+C.
+    command = [sys.executable, "-m", "derain.web", "serve", "--device", device.value, "--host", host, "--port",
+               str(port)]
+    for name in weights or []:
+        command += ["--weights", name]
+    try:
+        code = subprocess.call([*command, *(["--no-browser"] if no_browser else [])])
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)
+
+
 @app.command("list")
 def list_command() -> None:
     """List the architectures and the weight sets derain knows."""
