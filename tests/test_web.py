@@ -161,6 +161,8 @@ def test_derain_review_serves_the_page(dataset: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    # stopping derain review stops the page it started (no server left behind)
+    wait_for(lambda: not _ok(f"http://127.0.0.1:{port}/"), timeout=30, what="the page to stop")
     missing = subprocess.run([sys.executable, "-m", "derain", "review", str(dataset.parent / "none"), "--no-browser"],
                              capture_output=True, text=True, timeout=120, check=False)
     assert missing.returncode == 1 and "no manifest.json" in missing.stderr and "Traceback" not in missing.stderr
@@ -280,6 +282,7 @@ def test_derain_web_serves_the_page() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    wait_for(lambda: not _ok(f"http://127.0.0.1:{port}/"), timeout=30, what="the page to stop")
     bad = subprocess.run([*command[:-2], "--weights", "no-such-weights"], capture_output=True, text=True,
                          timeout=120, check=False)
     assert bad.returncode == 1 and "no-such-weights" in bad.stderr and "Traceback" not in bad.stderr

@@ -6,6 +6,8 @@ non-zero exit code, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import subprocess
 import sys
 import time
@@ -91,6 +93,27 @@ class _Progress:
         if done == total:
             sys.stderr.write("\r" + " " * 90 + "\r")
         sys.stderr.flush()
+
+
+def _run_page(command: list[str]) -> int:
+    """Run a web page's program until it ends; Ctrl+C (which reaches both) or SIGTERM stop it too.
+
+    The pages are their own program (nothing in the package imports ``derain.web``)."""
+    proc = subprocess.Popen(command)
+    previous = None
+    with contextlib.suppress(ValueError):  # ValueError: not the main thread, where no handler can be set
+        previous = signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        code = proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return code if code >= 0 else 128 - code  # stopped by a signal: the shell's convention
 
 
 @app.command("eval")
@@ -360,13 +383,8 @@ def review_command(
     for name in rebuild or []:
         decide(dataset, name, "rebuild", more=more)
     if not (accept or reject or rebuild or list_only):
-        # The page is its own program (nothing in the package imports derain.web): run it until Ctrl+C.
         command = [sys.executable, "-m", "derain.web", "review", str(dataset), "--host", host, "--port", str(port)]
-        try:
-            code = subprocess.call([*command, *(["--no-browser"] if no_browser else [])])
-        except KeyboardInterrupt:
-            code = 0
-        raise typer.Exit(code)
+        raise typer.Exit(_run_page([*command, *(["--no-browser"] if no_browser else [])]))
     decisions = read_json(dataset / "decisions.json")
     for name in sorted(manifest):
         status = manifest[name].get("status")
@@ -385,16 +403,11 @@ def web_command(
     no_browser: Annotated[bool, typer.Option("--no-browser", help="Serve the page without opening a tab.")] = False,
 ) -> None:
     """A local web page to derain your images in the browser (extra "web")."""
-    # The page is its own program (nothing in the package imports derain.web): run it until Ctrl+C.
     command = [sys.executable, "-m", "derain.web", "serve", "--device", device.value, "--host", host, "--port",
                str(port)]
     for name in weights or []:
         command += ["--weights", name]
-    try:
-        code = subprocess.call([*command, *(["--no-browser"] if no_browser else [])])
-    except KeyboardInterrupt:
-        code = 0
-    raise typer.Exit(code)
+    raise typer.Exit(_run_page([*command, *(["--no-browser"] if no_browser else [])]))
 
 
 @app.command("list")
