@@ -1,5 +1,5 @@
-"""ONNX export: every registered model but SPANet and JDNet-with-attention exports with dynamic size and ONNX
-Runtime matches PyTorch within 1e-4; those two are refused with their reason (derain.inference.export).
+"""ONNX export: every registered model exports with dynamic size and ONNX Runtime matches PyTorch within 1e-4, and
+the export forms of SPANet's IRNN and JDNet's attention (derain.inference.export) equal their eager forms.
 
 The models are built small (fewer stages, units and channels: the same layers and code paths, a fraction of the
 export time) so the whole registry fits in the suite; full-size exports are timed in benchmarks/throughput.py.
@@ -16,12 +16,14 @@ import torch
 import derain
 from derain.cli import main
 from derain.inference.export import export_onnx
+from derain.nn.irnn import IRNN
+from derain.nn.pairwise import PairwiseSelfAttention
 from derain.weights.store import LoadedWeights
 
 ort = pytest.importorskip("onnxruntime", reason='export tests need the export extra: pip install "derain[export]"')
 pytest.importorskip("onnxscript", reason='export tests need the export extra: pip install "derain[export]"')
 
-SMALL = {"prenet": {"stages": 2, "channels": 8}, "sian": {"stages": 2, "channels": 8},
+SMALL = {"prenet": {"stages": 2, "channels": 8}, "sian": {"stages": 2, "channels": 8}, "spanet": {"channels": 8},
          "jdnet": {"units": 2}}  # JDNet's attention needs channels in multiples of 32
 
 
@@ -29,11 +31,7 @@ def _small_options(name: str) -> dict[str, object]:
     return dict(SMALL[derain.archs.get_entry(name).family])
 
 
-REFUSED = ("spanet", "jdnet")  # see derain.inference.export
-EXPORTABLE = [n for n in derain.list_models() if n not in REFUSED]
-
-
-@pytest.mark.parametrize("name", EXPORTABLE)
+@pytest.mark.parametrize("name", derain.list_models())
 def test_every_model_exports_and_matches(name: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
     options = _small_options(name)
@@ -51,14 +49,30 @@ def test_every_model_exports_and_matches(name: str, tmp_path: Path) -> None:
         assert float(np.abs(got - want).max()) <= 1e-4, name
 
 
-@pytest.mark.parametrize(("name", "why"), [("spanet", "SPANet cannot be exported to ONNX yet"),
-                                           ("jdnet", "JDNet with pairwise self-attention cannot be exported")])
-def test_refused_exports_say_why(name: str, why: str, tmp_path: Path) -> None:
-    options = {"channels": 8} if name == "spanet" else {"units": 2}
-    loaded = LoadedWeights(name, options, derain.create_model(name, **options).state_dict(), "rgb", "", "test")
-    with pytest.raises(derain.InputError, match=why):
-        export_onnx(loaded, tmp_path / "m.onnx")
-    assert not (tmp_path / "m.onnx").exists()
+def test_export_forms_equal_the_eager_forms() -> None:
+    """What _exportable switches on: IRNN's one-scan doubling equals the loop, the attention's export_mode its bands."""
+    g = torch.Generator().manual_seed(3)
+    for boundary_relu in (True, False):
+        irnn = IRNN(channels=3, boundary_relu=boundary_relu).double()
+        for conv in (irnn.up_weight, irnn.right_weight, irnn.down_weight, irnn.left_weight):
+            conv.weight.data.uniform_(-0.99, 0.99, generator=g)  # both signs
+            conv.bias.data.normal_(0, 0.3, generator=g)
+        for shape in ((2, 3, 17, 29), (1, 3, 1, 5), (1, 3, 40, 2)):
+            x = torch.randn(*shape, generator=g, dtype=torch.float64) * 2
+            irnn.method = "loop"
+            want = irnn(x)
+            irnn.method = "doubling"
+            for got, ref in zip(irnn(x), want, strict=True):
+                torch.testing.assert_close(got, ref, rtol=0, atol=1e-10)
+    sam = PairwiseSelfAttention(in_channels=5, rel_channels=2, out_channels=4, share_channels=2).double()
+    for param in sam.parameters():
+        param.data.normal_(0, 0.7, generator=g)
+    for shape in ((2, 5, 5, 6), (1, 5, 13, 9)):  # 5x6: the 7x7 footprint reflects on every side
+        x = torch.randn(*shape, generator=g, dtype=torch.float64)
+        sam.export_mode = False
+        want = sam(x)
+        sam.export_mode = True
+        torch.testing.assert_close(sam(x), want, rtol=0, atol=1e-12)
 
 
 def test_export_errors(tmp_path: Path) -> None:

@@ -2,9 +2,11 @@
 
 The exported graph is the whole restorer: it takes ``input`` float32 ``(N, 3, H, W)`` RGB in [0, 1] with dynamic
 N, H and W, flips channels itself for weights trained on BGR, and returns ``output``, the clean image clamped to
-[0, 1]. PReNet's family, SIAN and JDNet's ablations R1/R2 export as they run. Two are refused with their reason:
-SPANet (its IRNN has an export-friendly doubling scan, ``method="doubling"``, but tracing the graph is too slow to
-be usable yet) and JDNet with attention (the exporter fixes the attention's shapes to the example's).
+[0, 1]. Every registered model exports. PReNet's family, SIAN and JDNet's ablations R1/R2 export as they run; two
+run an export form of one layer, set by ``_exportable`` (same values up to rounding): SPANet's IRNN runs its four
+sweeps as one doubling scan (``method="doubling"``: a fixed 13 steps, sides up to 8192) and JDNet's pairwise
+self-attention its ``export_mode`` (the whole image as one band, footprints from a one-hot convolution), neither
+with Python logic on the image size, which the exporter would otherwise fix to the example's.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from derain.archs import get_entry
 from derain.errors import InputError
+from derain.nn.pairwise import PairwiseSelfAttention
 from derain.weights import LoadedWeights, load_weights
 
 MAX_SIDE = 8192
@@ -43,6 +45,8 @@ def _exportable(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if module.__class__.__name__ == "IRNN" and hasattr(module, "method"):
             module.method = "doubling"
+        if isinstance(module, PairwiseSelfAttention):
+            module.export_mode = True
     return model
 
 
@@ -59,15 +63,6 @@ def export_onnx(weights: str | os.PathLike[str] | LoadedWeights, out: str | os.P
     if out.exists() and not overwrite:
         raise InputError(f"{out}: exists; pass --overwrite to replace it")
     loaded = weights if isinstance(weights, LoadedWeights) else load_weights(weights)
-    if get_entry(loaded.model).family == "spanet":
-        raise InputError("SPANet cannot be exported to ONNX yet: its IRNN exports as a 13-step doubling scan "
-                         "(nn.irnn.sweep_doubling), and tracing that graph took over 10 minutes here without "
-                         "finishing; run SPANet in PyTorch (derain run) for now")
-    entry = get_entry(loaded.model)
-    if entry.family == "jdnet" and {**entry.preset, **loaded.options}.get("attention", True):
-        raise InputError("JDNet with pairwise self-attention cannot be exported to ONNX with a dynamic size yet: "
-                         "the exporter fixes the attention's shapes to the example's; the ablations jdnet_r1 and "
-                         "jdnet_r2 (no attention) export")
     graph = _Graph(_exportable(loaded.build()), loaded.channel_order == "bgr").eval()
     example = torch.rand(1, 3, *example_size)
     dims = {0: torch.export.Dim("batch", min=1, max=64), 2: torch.export.Dim("height", min=16, max=MAX_SIDE),

@@ -31,13 +31,31 @@ def position_grid(height: int, width: int, *, dtype: torch.dtype, device: torch.
     return torch.stack([xs, ys]).unsqueeze(0)
 
 
+def _traceable_grid(height: int, width: int, *, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """:func:`position_grid` from ``arange`` (``linspace`` fixes its length when exported; equal up to rounding)."""
+
+    def axis(n: int) -> Tensor:
+        return torch.arange(n, dtype=dtype, device=device) * (2.0 / max(n - 1, 1)) - 1.0
+
+    xs = axis(width).view(1, width).expand(height, width)
+    ys = axis(height).view(height, 1).expand(height, width)
+    return torch.stack([xs, ys]).unsqueeze(0)
+
+
 class PairwiseSelfAttention(nn.Module):
     """JDNet's ``SAM``: pairwise (subtraction) self-attention with position encoding, reflection padding.
 
     Attribute names reproduce the official state_dict keys (``conv1``, ``conv2``, ``conv3``, ``conv_w.1``,
     ``conv_w.2``, ``conv_p``). ``chunk_rows``: rows per band (``None``: chosen from the image size so that a band's
     k*k-footprint tensors stay around 2**26 values).
+
+    ``export_mode`` (set by ``derain export``, off by default): :meth:`_traceable`, the whole image as one band
+    and the position grid from ``arange`` (same values up to rounding), so that no Python value depends on the image
+    size and the exported graph keeps a dynamic size. It holds the k*k footprints of the whole image at once (no
+    bands), so its memory grows with k*k times the feature size.
     """
+
+    export_mode: bool = False
 
     def __init__(self, *, in_channels: int = 32, rel_channels: int = 2, out_channels: int = 8,
                  share_channels: int = 8, kernel_size: int = 7, chunk_rows: int | None = None) -> None:
@@ -73,8 +91,11 @@ class PairwiseSelfAttention(nn.Module):
             raise ValueError(f"reflection padding by {pad} needs height and width > {pad}, got {height}x{width}")
         # plain NCHW: the k*k shifted windows below are then row slices of contiguous maps
         q, k, v = (conv(x).contiguous() for conv in (self.conv1, self.conv2, self.conv3))
-        pe = self.conv_p(position_grid(height, width, dtype=x.dtype, device=x.device))
+        grid = _traceable_grid if self.export_mode else position_grid
+        pe = self.conv_p(grid(height, width, dtype=x.dtype, device=x.device))
         k_pad, v_pad, pe_pad = (F.pad(t, (pad, pad, pad, pad), mode="reflect") for t in (k, v, pe))
+        if self.export_mode:
+            return self._traceable(q, k_pad, v_pad, pe, pe_pad)
         rows = self.band_rows(batch, height, width)
         bands = [self._band(q, k_pad, v_pad, pe, pe_pad, r0, min(r0 + rows, height))
                  for r0 in range(0, height, rows)]
@@ -115,3 +136,32 @@ class PairwiseSelfAttention(nn.Module):
             window = v_pad[:, :, r0 + dy:r1 + dy, dx:dx + width]
             out.addcmul_(window.view(batch, groups, self.weight_maps, span, width), weights[:, :, :, j])
         return out.view(batch, v_pad.shape[1], span, width)
+
+    def _traceable(self, q: Tensor, k_pad: Tensor, v_pad: Tensor, pe: Tensor, pe_pad: Tensor) -> Tensor:
+        """The whole image in one band, written for the ONNX exporter (``export_mode``): same sums as :meth:`_band`.
+
+        The k*k windows come from one convolution with one-hot kernels (each output channel copies one window: exact,
+        every other product is a zero) instead of k*k slices, whose count makes the exporter's graph rewriting slow;
+        the weight maps from 1x1 convolutions instead of ``einsum`` (whose batched matmul fixes the batch size when
+        exported) and the aggregation from one product and sum instead of the in-place loop.
+        """
+        batch, _, height, width = q.shape
+        taps = self.kernel_size**2
+        one_hot = torch.eye(taps, dtype=q.dtype, device=q.device).view(taps, 1, self.kernel_size, self.kernel_size)
+
+        def footprints(padded: Tensor) -> Tensor:  # (B, C, k*k, H, W): the window of each footprint position
+            flat = padded.reshape(-1, 1, padded.shape[2], padded.shape[3])
+            return F.conv2d(flat, one_hot).view(padded.shape[0], padded.shape[1], taps, height, width)
+
+        first, second = self.conv_w[1], self.conv_w[2]
+        assert isinstance(first, nn.Conv2d) and isinstance(second, nn.Conv2d) and second.bias is not None
+        mix = second.weight.flatten(1) @ first.weight.flatten(1)
+        rel = q.shape[1]
+        relation = F.leaky_relu(q.unsqueeze(2) - footprints(k_pad), 0.2).flatten(3)  # (B, rel, k*k, H*W)
+        position = F.leaky_relu(pe.unsqueeze(2) - footprints(pe_pad), 0.2).flatten(3)
+        logits = F.conv2d(relation, mix[:, :rel, None, None])
+        logits = logits + F.conv2d(position, mix[:, rel:, None, None], second.bias)
+        weights = torch.softmax(logits, dim=2).view(batch, 1, self.weight_maps, taps, height, width)
+        groups = v_pad.shape[1] // self.weight_maps
+        values = footprints(v_pad).view(batch, groups, self.weight_maps, taps, height, width)
+        return (values * weights).sum(3).view(batch, v_pad.shape[1], height, width)
