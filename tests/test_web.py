@@ -40,13 +40,17 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "ds"
 
 
+def serve(dataset: Path):  # the review page of ``dataset`` on a free port; yields its base URL
+    return serve_app(create_app(dataset))
+
+
 @contextmanager
-def serve(dataset: Path) -> Iterator[str]:
+def serve_app(app) -> Iterator[str]:
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(dataset), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    wait_for(lambda: server.started, what="the review server")
+    wait_for(lambda: server.started, what="the server")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -183,20 +187,6 @@ def web_app():  # the page's app with the bundled default model, loaded once
     from derain.web.app import create_app as create_web_app
 
     return create_web_app(device="cpu")
-
-
-@contextmanager
-def serve_app(app) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, what="the web server")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def _upload(url: str, data: bytes) -> tuple[int, bytes]:

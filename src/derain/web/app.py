@@ -12,7 +12,6 @@ import html
 import tempfile
 import threading
 import time
-from importlib import resources
 from pathlib import Path
 
 import derain
@@ -26,8 +25,9 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise InputError('the web page needs the web extra: pip install "derain[web]"') from exc
 
+from derain.web.static import add_static  # after the extra's check
+
 MAX_UPLOAD = 64 << 20  # bytes per image
-STATIC = {"app.css": "text/css", "app.js": "text/javascript"}
 
 
 class Models:
@@ -97,11 +97,7 @@ def create_app(weights: list[str] | None = None, *, device: str = "auto") -> Fas
     def index() -> str:
         return page(models)
 
-    @app.get("/static/{name}")
-    def static(name: str) -> Response:
-        if name not in STATIC:
-            raise HTTPException(404, f"no file {name!r}")
-        return Response(resources.files("derain.web").joinpath(name).read_bytes(), media_type=STATIC[name])
+    add_static(app, ("app.css", "app.js"))
 
     @app.post("/api/derain")
     async def run(request: Request, name: str, weights: str | None = None, tile: int | None = None) -> Response:

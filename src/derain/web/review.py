@@ -13,7 +13,6 @@ from __future__ import annotations
 import html
 import io
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +29,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise InputError('the review page needs the web extra: pip install "derain[web]" (or decide from the command '
                      "line: derain review DATASET --accept/--reject/--rebuild NAME)") from exc
 
+from derain.web.static import add_static  # after the extra's check
+
 DIFF_GAIN = 4
 SHOWN_FRAMES = 3
 KINDS = ("rain", "mask", "diff")
-STATIC = {"review.css": "text/css", "review.js": "text/javascript"}
 
 
 def _state(dataset: Path) -> dict[str, dict[str, Any]]:
@@ -151,11 +151,7 @@ def create_app(dataset: str | Path) -> FastAPI:
     def index() -> str:
         return page(dataset)
 
-    @app.get("/static/{name}")
-    def static(name: str) -> Response:
-        if name not in STATIC:
-            raise HTTPException(404, f"no file {name!r}")
-        return Response(resources.files("derain.web").joinpath(name).read_bytes(), media_type=STATIC[name])
+    add_static(app, ("review.css", "review.js"))
 
     @app.get("/api/sequences")
     def sequences() -> dict[str, Any]:
