@@ -82,6 +82,10 @@ def test_api_serves_only_the_dataset_and_checks_decisions(dataset: Path) -> None
     with serve(dataset) as base:
         status, body = _get(base + "/")
         assert status == 200 and body.count(b'class="seq') == 4 and b"moving camera" in body
+        for name, marker in (("review.css", b"#viewer"), ("review.js", b"/api/decision")):
+            status, body = _get(f"{base}/static/{name}")
+            assert status == 200 and marker in body, name
+        assert _get(base + "/static/review.py")[0] == 404
         state = json.loads(_get(base + "/api/sequences")[1])
         assert state["sequences"]["pan"]["status"] == "moving camera" and state["counts"]["pending"] == 3
         frame = state["sequences"]["street"]["pairs"][0]
@@ -123,7 +127,10 @@ def test_review_in_headless_chromium(dataset: Path, tmp_path: Path) -> None:
         wait_for(lambda: "1 accepted" in browser.text("#counts"), what="the counts")
         assert "lists 12 pairs" in browser.text("#counts")
         # the zoomable viewer: open the difference view, zoom 4x, step a frame, flip to the mask
+        viewer_display = "return getComputedStyle(document.getElementById('viewer')).display"
+        assert browser.script(viewer_display) == "none"  # the stylesheet hides the viewer until a click
         browser.click('section[data-name="street"] img[data-kind="diff"]')
+        assert browser.script(viewer_display) == "flex"
         wait_for(lambda: browser.script("return document.getElementById('big').naturalWidth") == 80, what="zoom")
         browser.script("const z = document.getElementById('zoom'); z.value = 4; z.dispatchEvent(new Event('input'))")
         assert browser.script("return document.getElementById('big').style.width") == "320px"
@@ -248,6 +255,10 @@ def test_web_page_in_headless_chromium(web_app, tmp_path: Path) -> None:
         browser.script("const r = document.querySelector('.compare input'); r.value = 80;"
                        "r.dispatchEvent(new Event('input'))")
         assert "80%" in browser.script("return document.querySelector('.result img.after').style.clipPath")
+        # the stylesheet lays the result over the input
+        assert browser.script("return getComputedStyle(document.querySelector('.result img.after')).position") == (
+            "absolute"
+        )
         browser.keys("#files", str(bad))
         wait_for(lambda: "corrupt.png:" in browser.script(
             "const e = document.querySelector('.result .status.error'); return e ? e.textContent : ''"),
