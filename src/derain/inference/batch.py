@@ -158,9 +158,9 @@ def _process(restorer: Restorer, src: Path, target: Path, options: RunOptions, p
     bit_depth = 16 if loaded.bit_depth == 16 and target.suffix.lower() in (".png", ".tif", ".tiff") else 8
     alpha = loaded.alpha if fmt_alpha else None
     extras = options.save_stages or options.save_attention
-    fits = restorer.auto_tile(image.shape[-2], image.shape[-1]) is None
     # Stages and attention maps come from one whole-image forward; untiled, that forward gives the image too.
-    result = restorer.run(image) if extras and fits else None
+    fits = extras and restorer.auto_tile(image.shape[-2], image.shape[-1]) is None
+    result = restorer.run(image) if fits else None
     out = (result.image.clamp(0, 1) if result is not None and options.tile is None
            else restorer(image, tile=options.tile, overlap=options.overlap))
     write_image(target, out, alpha=alpha, bit_depth=bit_depth, quality=options.quality,

@@ -31,11 +31,13 @@ MAX_UPLOAD = 64 << 20  # bytes per image
 
 
 class Models:
-    """The weights the page offers, each loaded once on first use; one image runs at a time."""
+    """The weights the page offers, read at start (a wrong name or file fails there, not on the first image);
+    each model is built on first use; one image runs at a time."""
 
     def __init__(self, weights: list[str], device: str) -> None:
         self.names = list(dict.fromkeys(weights))
         self.device = device
+        self.weights = {name: derain.weights.load_weights(name) for name in self.names}
         self.loaded: dict[str, derain.Restorer] = {}
         self.lock = threading.Lock()
 
@@ -43,7 +45,7 @@ class Models:
         if name not in self.names:
             raise InputError(f"unknown weights {name!r}; this page offers {', '.join(self.names)}")
         if name not in self.loaded:
-            self.loaded[name] = derain.load(name, device=self.device)
+            self.loaded[name] = derain.load(self.weights[name], device=self.device)
         return self.loaded[name]
 
 
@@ -89,8 +91,6 @@ def page(models: Models) -> str:
 def create_app(weights: list[str] | None = None, *, device: str = "auto") -> FastAPI:
     """The page's app; ``weights``: catalog names or checkpoint paths offered (default: the bundled model)."""
     models = Models(weights or [derain.inference.DEFAULT_WEIGHTS], device)
-    for name in models.names:  # fail at start, not on the first image, when a name or file is wrong
-        derain.weights.load_weights(name)
     app = FastAPI(title="derain", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/", response_class=HTMLResponse)
