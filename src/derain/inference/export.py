@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from derain.errors import InputError
-from derain.nn.pairwise import PairwiseSelfAttention
+from derain.nn import IRNN, PairwiseSelfAttention
 from derain.weights import LoadedWeights, load_weights
 
 MAX_SIDE = 8192
@@ -43,7 +43,7 @@ class _Graph(nn.Module):
 def _exportable(model: nn.Module) -> nn.Module:
     model = copy.deepcopy(model).eval().float()
     for module in model.modules():
-        if module.__class__.__name__ == "IRNN" and hasattr(module, "method"):
+        if isinstance(module, IRNN):
             module.method = "doubling"
         if isinstance(module, PairwiseSelfAttention):
             module.export_mode = True
