@@ -5,11 +5,27 @@ skips into failures."""
 from __future__ import annotations
 
 import os
+import socket
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def _dead_port() -> int:
+    """A loopback port nothing listens on (connections to it are refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# No test reaches the internet or the user's cache: downloads go to a dead loopback port unless a test starts the
+# loopback hub (tests/test_hub.py), and the cache is a fresh folder for the session.
+os.environ["DERAIN_HUB"] = f"http://127.0.0.1:{_dead_port()}"
+os.environ["DERAIN_CACHE"] = tempfile.mkdtemp(prefix="derain-test-cache-")
+os.environ["DERAIN_HUB_RETRIES"] = "1"
 
 
 def _shared_root() -> Path:
@@ -47,3 +63,119 @@ def official_jdnet_state(*, seed: int = 0) -> dict:
         state[key] = (torch.tensor(7) if key.endswith("num_batches_tracked")
                       else torch.rand(shape, generator=gen) + 0.5)
     return state
+
+
+class LoopbackHub:
+    """A loopback HTTP server standing in for raw.githubusercontent.com: serves local files under the
+    ``/<owner>/<repo>/<commit>/<path>`` URLs of their sources, with switches that break it on purpose.
+
+    mode: ``ok``; ``corrupt`` (one byte changed); ``cut`` (the connection closes halfway through the body,
+    ``cuts`` times, then ``ok``); ``slow`` (the body in 16 pieces, ``delay`` seconds apart); ``missing`` (404).
+    Range requests (``bytes=N-``) are answered with the rest of the file. ``hits`` counts the requests per path.
+    """
+
+    def __init__(self, files: dict[str, Path]) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import unquote, urlsplit
+
+        self.files = dict(files)
+        self.mode, self.cuts, self.delay = "ok", 1, 0.05
+        self.hits: dict[str, int] = {}
+        self.ranges: list[int] = []  # the start of every Range request (a resumed download)
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:
+                import time
+
+                path = unquote(urlsplit(self.path).path)
+                hub.hits[path] = hub.hits.get(path, 0) + 1
+                local = hub.files.get(path)
+                if local is None or hub.mode == "missing":
+                    self.send_error(404)
+                    return
+                body = local.read_bytes()
+                if hub.mode == "corrupt":
+                    body = body[:-1] + bytes([body[-1] ^ 0xFF])
+                start = 0
+                asked = self.headers.get("Range", "")
+                if asked.startswith("bytes=") and asked.endswith("-"):  # resume: the rest of the file
+                    start = int(asked[len("bytes="):-1])
+                    hub.ranges.append(start)
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                    body = body[start:]
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if hub.mode == "cut" and hub.cuts > 0:
+                    hub.cuts -= 1
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                if hub.mode == "slow":
+                    step = max(1, len(body) // 16)
+                    for start in range(0, len(body), step):
+                        self.wfile.write(body[start:start + step])
+                        self.wfile.flush()
+                        time.sleep(hub.delay)
+                    return
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def add(self, source: object, local: Path) -> None:
+        """Serve ``local`` at the URL of ``source`` (a derain.io.download.Source)."""
+        from urllib.parse import unquote, urlsplit
+
+        self.files[unquote(urlsplit(source.url(self.url)).path)] = local  # type: ignore[attr-defined]
+
+    def downloads(self) -> int:
+        return sum(self.hits.values())
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """A loopback hub serving ../shared/weights/official and ../shared/data under their sources' URLs, with an
+    empty cache (``DERAIN_CACHE``), no ``DERAIN_WEIGHTS`` and no ``DERAIN_SHARED`` mirror."""
+    from derain.data import sets
+    from derain.weights import CATALOG
+
+    official = require_shared("weights", "official")
+    data = require_shared("data")
+    by_sha = {}
+    for line in (official / "SHA256SUMS").read_text().splitlines():
+        if line.strip():
+            sha, rel = line.split()
+            by_sha[sha] = official / rel.removeprefix("./")
+    server = LoopbackHub({})
+    for record in CATALOG.values():
+        if record.source is not None and record.source.sha256:
+            server.add(record.source, by_sha[record.source.sha256])
+    for name, dataset in sets.SETS.items():
+        for entry in sets.entries(dataset):
+            server.add(entry.source, data / name / entry.file)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("DERAIN_HUB", server.url)
+    monkeypatch.setenv("DERAIN_CACHE", str(cache))
+    monkeypatch.setenv("DERAIN_HUB_RETRIES", "3")
+    monkeypatch.setenv("DERAIN_HUB_TIMEOUT", "10")
+    monkeypatch.delenv("DERAIN_WEIGHTS", raising=False)
+    monkeypatch.delenv("DERAIN_SHARED", raising=False)
+    server.cache = cache  # type: ignore[attr-defined]
+    yield server
+    server.close()

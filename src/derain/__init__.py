@@ -14,7 +14,7 @@ The public API (re-exports only)::
 
 from derain import archs, data, io, losses, metrics, train, weights
 from derain.archs import create_model, list_models
-from derain.errors import DataError, DerainError, InputError, WeightsError
+from derain.errors import DataError, DerainError, DownloadError, InputError, WeightsError
 from derain.evaluate import EvalReport, ImageScore, evaluate
 from derain.inference import DEFAULT_WEIGHTS, Restorer, load, run_demo, sample_paths
 from derain.types import DerainOutput
@@ -27,6 +27,7 @@ __all__ = [
     "DataError",
     "DerainError",
     "DerainOutput",
+    "DownloadError",
     "EvalReport",
     "ImageScore",
     "InputError",

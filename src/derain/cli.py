@@ -119,7 +119,8 @@ def _run_page(command: list[str]) -> int:
 @app.command("eval")
 def eval_command(
     weights: Annotated[str, typer.Option("--weights", "-w", help="Catalog name or checkpoint path.")],
-    data: Annotated[Path, typer.Option("--data", "-d", help="Paired dataset folder or list file.")],
+    data: Annotated[str, typer.Option("--data", "-d", help="Paired dataset folder, list file, or a data set's "
+                                                           "name (rain100L, rain100H: fetched on first use).")],
     protocol: Annotated[Protocol, typer.Option(help="Metric protocol of the paper to reproduce.")] = Protocol.matlab_y,
     quantize: Annotated[Quantize | None, typer.Option(
         help="8-bit conversion before measuring (matlab-y): floor as PReNet saves, round as SIAN; "
@@ -256,25 +257,29 @@ def demo_command(
 
 @app.command("synth")
 def synth_command(
-    clean_dir: Annotated[Path, typer.Argument(help="Folder of clean images.")],
+    clean_dir: Annotated[str, typer.Argument(help="Folder of clean images, or a data set's name (bsds500: its "
+                                                  "Rain100 ground truths left out).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (rain/, norain/, mask/).")],
     style: Annotated[Style, typer.Option(help="light (Rain100L-like), heavy (Rain100H-like) or mixed.")] = Style.light,
     seed: Annotated[int, typer.Option(help="Seed: the same seed and file name give the same rain.")] = 0,
-    textures: Annotated[Path | None, typer.Option(
-        help="Folder of rain-streak textures (black background) mixed with the procedural streaks.")] = None,
+    textures: Annotated[str | None, typer.Option(
+        help="Rain-streak textures (black background) mixed with the procedural streaks: a folder or a data "
+             "set's name (rain_streaks).")] = None,
     exclude: Annotated[Path | None, typer.Option(
         help="Names to skip: a TSV with a bsds_file column (overlap_with_Rain100.tsv) or one name a line.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N images (sorted by name).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing output files.")] = False,
 ) -> None:
     """Add synthetic rain to clean images: write a rain-norain paired folder with rain masks."""
+    from derain.data.sets import resolve_images
     from derain.data.synthetic import load_textures, synthesize_folder
     from derain.data.training import read_exclusions
 
-    streaks = load_textures(textures) if textures is not None else []
-    skip = frozenset(read_exclusions(exclude)) if exclude is not None else frozenset()
+    streaks = load_textures(resolve_images(textures)[0]) if textures is not None else []
+    folder, never = resolve_images(clean_dir)
+    skip = frozenset(never | (read_exclusions(exclude) if exclude is not None else set()))
     start = time.perf_counter()
-    written = synthesize_folder(clean_dir, output, style=style.value, seed=seed, textures=streaks, limit=limit,
+    written = synthesize_folder(folder, output, style=style.value, seed=seed, textures=streaks, limit=limit,
                                 overwrite=overwrite, exclude=skip)
     typer.echo(f"{len(written)} rainy/clean pairs ({style.value}, seed {seed}) in {output} "
                f"({time.perf_counter() - start:.1f} s)")
@@ -412,15 +417,144 @@ def web_command(
 
 @app.command("list")
 def list_command() -> None:
-    """List the architectures and the weight sets derain knows."""
+    """List the architectures, the weight sets and the data sets derain knows."""
     typer.echo("models:")
     for name in derain.list_models():
         typer.echo(f"  {name:<14} {derain.archs.MODELS[name].summary}")
-    typer.echo("weights:")
-    for name in derain.list_weights():
+    typer.echo("weights (derain weights list: sources, licences, sizes):")
+    for state in derain.weights.hub.status():
+        record = state.record
+        typer.echo(f"  {record.name:<22} {record.model:<12} {state.where:<15} {record.training_data}")
+    typer.echo("data sets (derain data list):")
+    for name in derain.data.list_sets():
+        typer.echo(f"  {name:<16} {derain.data.SETS[name].summary}")
+
+
+weights_app = typer.Typer(help="Weights by name: list, fetch, verify and locate them (downloaded on first use).",
+                          no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+
+def _size(n: int | None) -> str:
+    return "?" if n is None else f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
+
+
+def _weight_names(names: list[str] | None, every: bool) -> list[str]:
+    if every:
+        return derain.list_weights()
+    if not names:
+        raise derain.InputError("name the weights to fetch (derain weights list shows them), or pass --all")
+    for name in names:
+        derain.weights.get_record(name)  # unknown names: the list of valid ones
+    return names
+
+
+@weights_app.command("list")
+def weights_list_command() -> None:
+    """Every weight set: where it is, its size, source and licence."""
+    for state in derain.weights.hub.status():
+        r = state.record
+        size = _size(r.size if r.source else (state.path.stat().st_size if state.path else None))
+        typer.echo(f"{r.name:<22} {r.model:<12} {state.where:<15} {size:>8}  {r.origin}")
+        typer.echo(f"{'':<22} trained on {r.training_data}; licence: {r.license}")
+
+
+@weights_app.command("fetch")
+def weights_fetch_command(
+    names: Annotated[list[str] | None, typer.Argument(help="Weight names (derain weights list).")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every official weight set.")] = False,
+) -> None:
+    """Download weights into the cache now (derain does it on first use otherwise)."""
+    for name in _weight_names(names, every):
         record = derain.weights.get_record(name)
-        kind = "bundled" if record.bundled else "official, bring your own file"
-        typer.echo(f"  {name:<22} {record.model:<12} {record.training_data} ({kind})")
+        path = derain.weights.hub.locate(record)
+        typer.echo(f"{name}: {'bundled' if record.bundled else path}")
+
+
+@weights_app.command("verify")
+def weights_verify_command(
+    names: Annotated[list[str] | None, typer.Argument(help="Weight names (default: every one present).")] = None,
+) -> None:
+    """Re-hash the weight files present against their pins."""
+    bad = 0
+    for state in derain.weights.hub.status(names or None, check=True):
+        if state.path is None:
+            continue
+        ok = not state.problem
+        bad += not ok
+        typer.echo(f"{state.record.name:<22} {'ok' if ok else 'MISMATCH: ' + state.problem}  {state.path}")
+    if bad:
+        typer.echo(f"derain: error: {bad} file(s) do not match their pins; delete them and fetch again", err=True)
+        raise typer.Exit(1)
+
+
+@weights_app.command("path")
+def weights_path_command(name: Annotated[str, typer.Argument(help="A weight name.")]) -> None:
+    """Print the local path of a weight set (downloading it first when needed)."""
+    typer.echo(derain.weights.hub.locate(derain.weights.get_record(name)))
+
+
+data_app = typer.Typer(help="Data sets by name: list, fetch, verify and locate them (downloaded on first use).",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def _set_names(names: list[str] | None, every: bool) -> list[str]:
+    if every:
+        return derain.data.list_sets()
+    if not names:
+        raise derain.InputError("name the data sets (derain data list shows them), or pass --all")
+    return [derain.data.sets.get_set(n).name for n in names]
+
+
+@data_app.command("list")
+def data_list_command() -> None:
+    """Every data set: files, size, where it is and where it comes from."""
+    from derain.data import sets
+
+    for name in sets.list_sets():
+        dataset = sets.SETS[name]
+        files = sets.entries(dataset)
+        local = sets.local_folder(dataset)
+        where = "not downloaded" if local is None else str(local)
+        total = sum(e.source.size or 0 for e in files)
+        typer.echo(f"{name:<16} {len(files):>4} files {_size(total):>8}  {where}")
+        typer.echo(f"{'':<16} {dataset.summary}; from {files[0].source.repo}@{files[0].source.commit[:8]}")
+
+
+@data_app.command("fetch")
+def data_fetch_command(
+    names: Annotated[list[str] | None, typer.Argument(help="Data set names (derain data list).")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every data set.")] = False,
+) -> None:
+    """Download data sets into the cache now (derain does it on first use otherwise)."""
+    for name in _set_names(names, every):
+        typer.echo(f"{name}: {derain.data.sets.resolve(name)}")
+
+
+@data_app.command("verify")
+def data_verify_command(
+    names: Annotated[list[str] | None, typer.Argument(help="Data set names (default: every one present).")] = None,
+) -> None:
+    """Re-hash every file of the data sets present against their manifests."""
+    from derain.data import sets
+
+    bad = 0
+    for name in _set_names(names, not names):
+        dataset = sets.SETS[name]
+        if not names and sets.local_folder(dataset) is None:
+            continue
+        problems = sets.verify_set(dataset)
+        bad += bool(problems)
+        typer.echo(f"{name:<16} {'ok' if not problems else '; '.join(problems[:5])}")
+    if bad:
+        raise typer.Exit(1)
+
+
+@data_app.command("path")
+def data_path_command(name: Annotated[str, typer.Argument(help="A data set name.")]) -> None:
+    """Print the local folder of a data set (downloading it first when needed)."""
+    typer.echo(derain.data.sets.resolve(name))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,3 +21,8 @@ class DataError(DerainError):
 
 class WeightsError(DerainError):
     """A checkpoint that cannot be recognised, loaded or verified."""
+
+
+class DownloadError(DerainError):
+    """A file that could not be downloaded, or that arrived different from its pin (says the URL and where to put
+    the file by hand)."""

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from derain.data.sets import list_sets, resolve_folder
 from derain.errors import DataError, InputError
 from derain.io import IMAGE_EXTENSIONS, read_image
 
@@ -253,7 +254,8 @@ def _detect(root: Path) -> str:
 
 
 class PairedFolder(Dataset[Pair]):
-    """Rainy/clean pairs from a folder or list file in one of the official layouts; items: :class:`Pair`."""
+    """Rainy/clean pairs from a folder or list file in one of the official layouts, or a data set by name
+    (``PairedFolder("rain100L")``, fetched on first use: :mod:`derain.data.sets`); items: :class:`Pair`."""
 
     def __init__(
         self,
@@ -268,9 +270,10 @@ class PairedFolder(Dataset[Pair]):
             raise InputError(f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise InputError(f"limit must be a positive integer or None, got {limit!r}")
-        self._root = Path(root)
+        self._root = resolve_folder(root)  # a folder, a list file, or a data set's name (rain100L)
         if not self._root.exists():
-            raise DataError(f"{self._root}: not found (expected a dataset folder or a pair list .txt)")
+            raise DataError(f"{self._root}: not found (expected a dataset folder, a pair list .txt or the name of "
+                            f"a data set: {', '.join(list_sets())})")
         if list_file is not None:
             if layout not in ("auto", "list"):
                 raise InputError(f"list_file is only used by the list layout, not {layout!r}")

@@ -40,15 +40,16 @@ def read_exclusions(path: str | Path) -> set[str]:
     return {Path(line.strip()).name for line in lines}
 
 
-def clean_files(root: str | Path, *, exclude: str | Path | None = None) -> list[Path]:
-    """The clean images directly in ``root`` (natural order), less the names listed in ``exclude``."""
+def clean_files(root: str | Path, *, exclude: str | Path | None = None,
+                drop: set[str] | frozenset[str] = frozenset()) -> list[Path]:
+    """The clean images directly in ``root`` (natural order), less the names listed in ``exclude`` and ``drop``."""
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"{root}: no such folder of clean images")
+        raise DataError(f"{root}: no such folder of clean images (give a folder or a data set's name: bsds500)")
     files = _images(root)
-    if exclude is not None:
-        drop = read_exclusions(exclude)
-        files = [p for p in files if p.name not in drop]
+    never = set(drop) | (read_exclusions(exclude) if exclude is not None else set())
+    if never:
+        files = [p for p in files if p.name not in never]
     if not files:
         raise DataError(f"{root}: no clean images left to train on (image files: .png, .jpg, ...)")
     return files

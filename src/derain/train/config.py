@@ -1,8 +1,9 @@
 """The training config: typed dataclasses; YAML only stores them.
 
 Unknown keys and values of the wrong type are errors that name the key. Dotted overrides
-(``optim.lr=1e-4``, values parsed as YAML) apply on top of a file. Paths may use ``${DERAIN_SHARED}``, which
-defaults to ``../shared`` when the variable is not set.
+(``optim.lr=1e-4``, values parsed as YAML) apply on top of a file. Data are named sets (``bsds500``,
+``rain_streaks``: :mod:`derain.data.sets`, fetched on first use) or paths, which may use environment variables
+(``${HOME}/photos``).
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     kind: Literal["synthetic", "paired"] = "synthetic"
-    root: str = "${DERAIN_SHARED}/data/bsds500/clean"   # clean images (synthetic) or a paired folder/list
+    root: str = "bsds500"        # clean images (synthetic) or a paired folder/list: a path or a data set's name
     layout: str = "auto"                                 # paired: a derain.data.LAYOUTS name
-    exclude: str | None = "${DERAIN_SHARED}/data/bsds500/overlap_with_Rain100.tsv"  # names never trained on
+    exclude: str | None = None   # a file of names never trained on (a set used by name leaves out its own list)
     style: Literal["light", "heavy", "mixed"] = "light"  # synthetic rain (training and validation)
-    textures: str | None = "${DERAIN_SHARED}/data/rain_streaks/streaks"
+    textures: str | None = "rain_streaks"               # streak textures: a folder or a data set's name
     crop: int = 64
     flips: bool = True
     batch: int = 12
@@ -224,12 +225,12 @@ def save_config(cfg: Config, path: str | Path) -> Path:
 
 
 def resolve_path(text: str) -> Path:
-    """Expand ``${DERAIN_SHARED}`` (default ``../shared``), other environment variables and ``~``."""
-    env = dict(os.environ)
-    env.setdefault("DERAIN_SHARED", "../shared")
+    """Expand environment variables (``${NAME}``) and ``~`` in a path from a config."""
     out = text
-    for name, value in env.items():
+    for name, value in os.environ.items():
         out = out.replace("${" + name + "}", value)
     if "${" in out:
-        raise InputError(f"{text}: unknown environment variable in path")
+        missing = out[out.index("${") + 2:].split("}", 1)[0]
+        raise InputError(f"{text}: the environment variable {missing} is not set (set it, or name a data set "
+                         "such as bsds500 instead of a path)")
     return Path(out).expanduser()

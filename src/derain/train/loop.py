@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from derain.archs import create_model, get_entry
 from derain.data import PairedFolder
+from derain.data.sets import resolve_images
 from derain.data.synthetic import load_textures
 from derain.data.training import (
     PairedCrops,
@@ -79,11 +80,12 @@ def init_weights(model: nn.Module, kind: str) -> None:
 def _datasets(cfg: Config, seed: int) -> tuple[Dataset, list[tuple[Tensor, Tensor]]]:
     d = cfg.data
     if d.kind == "synthetic":
-        files = clean_files(resolve_path(d.root), exclude=resolve_path(d.exclude) if d.exclude else None)
+        root, never = resolve_images(resolve_path(d.root))  # a data set by name leaves out its own exclusions
+        files = clean_files(root, exclude=resolve_path(d.exclude) if d.exclude else None, drop=never)
         if len(files) <= d.val_count:
             raise InputError(f"{d.root}: {len(files)} clean images, not enough to hold out data.val_count="
                              f"{d.val_count} for validation and train on the rest")
-        textures = load_textures(resolve_path(d.textures)) if d.textures else []
+        textures = load_textures(resolve_images(resolve_path(d.textures))[0]) if d.textures else []
         val = synthetic_validation(files[:d.val_count], style=d.style, size=d.val_size, seed=seed,
                                    textures=textures)
         train = SyntheticRain(files[d.val_count:], style=d.style, crop=d.crop, flips=d.flips, seed=seed,

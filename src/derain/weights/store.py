@@ -22,8 +22,8 @@ from derain.archs import create_model, get_entry
 from derain.errors import InputError, WeightsError
 from derain.weights.catalog import BY_SHA256, CATALOG, WeightRecord, get_record
 from derain.weights.convert import StateDict, convert, detect, unwrap
+from derain.weights.hub import locate, verify_file
 
-WEIGHTS_ENV = "DERAIN_WEIGHTS"
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pkl", ".ckpt", ".tar", ".bin", ".safetensors")
 _META_PREFIX = "derain."
 
@@ -64,31 +64,14 @@ class LoadedWeights:
             reason = str(exc).strip().splitlines()[-1]
             raise WeightsError(f"{self.source}: weights do not fit {self.model!r}: {reason}") from None
         if missing or unexpected:
-            raise WeightsError(f"{self.source}: weights do not fit {self.model!r} "
-                               f"(missing {missing[:4]}{'...' if len(missing) > 4 else ''}, "
-                               f"unexpected {unexpected[:4]}{'...' if len(unexpected) > 4 else ''})")
+            raise WeightsError(f"{self.source}: weights do not fit {self.model!r} ({_keys('missing', missing)}, "
+                               f"{_keys('unexpected', unexpected)}); nothing was loaded")
         return model.eval()
 
 
-def search_dirs() -> list[Path]:
-    """Folders searched for official checkpoint files, in order: $DERAIN_WEIGHTS (os.pathsep-separated),
-    then ~/.cache/derain/official."""
-    dirs = [Path(p).expanduser() for p in os.environ.get(WEIGHTS_ENV, "").split(os.pathsep) if p]
-    return [*dirs, Path.home() / ".cache" / "derain" / "official"]
-
-
-def locate(record: WeightRecord) -> Path:
-    """The file of a catalog record: bundled with the package, or the user's copy of an official file."""
-    if record.bundled:
-        return Path(__file__).resolve().parent.parent / "assets" / record.file
-    for folder in search_dirs():
-        candidate = folder / record.file
-        if candidate.is_file():
-            return candidate
-    where = ", ".join(str(d) for d in search_dirs())
-    raise WeightsError(f"{record.name}: official file {record.file!r} not found in {where}; download it from "
-                       f"{record.origin} (sha256 {record.sha256[:12]}...) and pass its path, or put the official "
-                       f"layout under a folder named by ${WEIGHTS_ENV}")
+def _keys(what: str, keys: list[str]) -> str:
+    shown = ", ".join(keys[:6]) + (", ..." if len(keys) > 6 else "")
+    return f"{len(keys)} {what} key{'s' if len(keys) != 1 else ''}{': ' + shown if keys else ''}"
 
 
 def _read_file(path: Path) -> tuple[StateDict, dict[str, str]]:
@@ -113,8 +96,9 @@ def _read_file(path: Path) -> tuple[StateDict, dict[str, str]]:
     return unwrap(obj), {}
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> LoadedWeights:
-    """Read an official checkpoint or a derain safetensors file; recognise known files by sha256."""
+def read_checkpoint(path: str | os.PathLike[str], *, record: WeightRecord | None = None) -> LoadedWeights:
+    """Read an official checkpoint or a derain safetensors file; recognise known files by sha256 (or take the
+    ``record`` the caller verified the file against)."""
     path = Path(path)
     if not path.exists():
         raise WeightsError(f"{path}: no such file")
@@ -122,10 +106,11 @@ def read_checkpoint(path: str | os.PathLike[str]) -> LoadedWeights:
         raise WeightsError(f"{path}: is a directory, not a checkpoint file")
     sha = sha256_file(path)
     raw, metadata = _read_file(path)
-    record = BY_SHA256.get(sha)
+    record = record or BY_SHA256.get(sha)
     if record is None and metadata.get(_META_PREFIX + "name") in CATALOG:
         named = CATALOG[metadata[_META_PREFIX + "name"]]
-        record = named if named.sha256 == metadata.get(_META_PREFIX + "source_sha256") else None
+        pins = {named.sha256, named.source.sha256 if named.source else ""} - {""}
+        record = named if metadata.get(_META_PREFIX + "source_sha256") in pins else None
     if _META_PREFIX + "model" in metadata:
         model = metadata[_META_PREFIX + "model"]
         get_entry(model)
@@ -146,11 +131,12 @@ def load_weights(name_or_path: str | os.PathLike[str]) -> LoadedWeights:
     text = os.fspath(name_or_path)
     if text in CATALOG:
         record = get_record(text)
-        loaded = read_checkpoint(locate(record))
-        if loaded.sha256 != record.sha256:
-            raise WeightsError(f"{loaded.source}: sha256 {loaded.sha256[:12]}... does not match {record.name} "
-                               f"({record.sha256[:12]}...); the file is corrupt or a different checkpoint")
-        return loaded
+        path = locate(record)
+        wrong = verify_file(record, path)
+        if wrong:
+            raise WeightsError(f"{path}: not the file of {record.name} ({wrong}); the file is corrupt or a "
+                               "different checkpoint: delete it and derain fetches the right one")
+        return read_checkpoint(path, record=record)
     looks_like_name = "/" not in text and os.sep not in text and Path(text).suffix not in CHECKPOINT_SUFFIXES
     if looks_like_name and not Path(text).exists():
         get_record(text)  # raises with the list of valid names

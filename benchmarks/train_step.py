@@ -1,0 +1,141 @@
+"""One optimizer step per training recipe: seconds, samples/s and peak memory, data loading in and out.
+
+For every recipe in ``configs/`` (or those named), in its own subprocess so that peak memory is its own:
+
+- ``step``: forward + loss + backward + Adam on one fixed batch at the recipe's crop and batch size (data
+  loading excluded), median of ``--runs`` steps after a warm-up step;
+- ``data``: seconds to make one batch in the main process (reading, cropping, synthetic rain: the work the
+  recipe's ``data.workers`` processes share);
+- ``loop``: seconds per step through ``DataLoader`` with the recipe's workers, i.e. what ``derain train``
+  sees (data loading included); when ``loop`` is close to ``step`` the workers keep the model busy.
+
+    python benchmarks/train_step.py                        # every recipe, CPU
+    python benchmarks/train_step.py --recipes default jdnet_light --runs 5 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def measure_one(recipe: str, *, runs: int, threads: int | None, loop: bool) -> dict[str, float]:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from derain.archs import create_model
+    from derain.data.training import StepBatchSampler
+    from derain.losses import get_loss
+    from derain.train.config import load_config
+    from derain.train.loop import _datasets, init_weights
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = load_config(ROOT / "configs" / f"{recipe}.yaml")
+    torch.manual_seed(0)
+    model = create_model(cfg.model.name, **cfg.model.options)
+    init_weights(model, cfg.model.init)
+    model.train()
+    loss_fn = get_loss(cfg.loss)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
+    train_set, _ = _datasets(cfg, 0)
+
+    def make_batch(step: int) -> list[torch.Tensor]:
+        keys = [(k % len(train_set), step * cfg.data.batch + k) for k in range(cfg.data.batch)]
+        samples = [train_set[key] for key in keys]
+        return [torch.stack(t) for t in zip(*samples, strict=True)]
+
+    data_times = []
+    for i in range(max(2, runs // 2)):
+        t0 = time.perf_counter()
+        batch = make_batch(i)
+        data_times.append(time.perf_counter() - t0)
+    rainy, clean, mask = batch
+
+    def one_step(rainy: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor) -> float:
+        out = model(rainy)
+        loss = loss_fn(out, clean, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    one_step(rainy, clean, mask)  # warm-up
+    step_times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        one_step(rainy, clean, mask)
+        step_times.append(time.perf_counter() - t0)
+    result = {"batch": cfg.data.batch, "crop": cfg.data.crop, "workers": cfg.data.workers,
+              "step_s": statistics.median(step_times), "step_min_s": min(step_times),
+              "data_s": statistics.median(data_times)}
+    if loop:
+        sampler = StepBatchSampler(len(train_set), batch=cfg.data.batch, steps=runs + 1, seed=0)
+        loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.data.workers)
+        times, t0 = [], time.perf_counter()
+        for i, (r, c, m) in enumerate(loader):
+            one_step(r, c, m)
+            now = time.perf_counter()
+            if i:  # the first step includes starting the workers
+                times.append(now - t0)
+            t0 = now
+        result["loop_s"] = statistics.median(times)
+    result["peak_rss_mib"] = _peak_rss_mib()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipes", nargs="*", default=None, help="config names (default: all in configs/)")
+    parser.add_argument("--runs", type=int, default=3, help="timed steps per recipe (median)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--no-loop", action="store_true", help="skip the DataLoader measurement")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure_one(args.one, runs=args.runs, threads=args.threads, loop=not args.no_loop)))
+        return
+
+    import torch
+
+    recipes = args.recipes or sorted(p.stem for p in (ROOT / "configs").glob("*.yaml"))
+    print(f"torch {torch.__version__}, {args.threads or torch.get_num_threads()} threads, median of {args.runs} "
+          "steps; step = forward+backward+Adam on a fixed batch, data = one batch made in-process, "
+          "loop = a step through DataLoader with the recipe's workers")
+    print(f"{'recipe':<14} {'batch':>5} {'crop':>5} {'step s':>8} {'samples/s':>10} {'data s':>8} "
+          f"{'loop s':>8} {'peak RSS MiB':>13}")
+    results = {}
+    for name in recipes:
+        cmd = [sys.executable, __file__, "--one", name, "--runs", str(args.runs)]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        if args.no_loop:
+            cmd.append("--no-loop")
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            print(f"{name:<14} failed: {proc.stderr.strip().splitlines()[-1:]}")
+            continue
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        results[name] = r
+        loop = f"{r['loop_s']:>8.3f}" if "loop_s" in r else f"{'-':>8}"
+        print(f"{name:<14} {r['batch']:>5} {r['crop']:>5} {r['step_s']:>8.3f} {r['batch'] / r['step_s']:>10.2f} "
+              f"{r['data_s']:>8.3f} {loop} {r['peak_rss_mib']:>13.0f}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Data sets by name: the benchmark test sets, the clean photos and the streak textures derain uses.
+
+Each set ships as a manifest in the package (``assets/datasets/<name>.tsv``: the GitHub repository and commit it
+comes from, every file's original path, sha256 and size). :func:`resolve` turns a name into a local folder:
+
+1. ``$DERAIN_SHARED/data/<name>`` when that variable names a local mirror holding the set;
+2. the cache, ``$DERAIN_CACHE/data/<name>`` (default ``~/.cache/derain/data/<name>``), once complete;
+3. otherwise every missing file is fetched from ``$DERAIN_HUB/<owner>/<repo>/<commit>/<original path>`` with
+   the downloader of the weights (timeout, retries, sha256 check, atomic), and the set is marked complete.
+
+A whole set is fetched at once (Rain100L is 51 MB, BSDS500 37 MB), so that ``limit=``, layouts and the training
+code see an ordinary folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from tqdm import tqdm
+
+from derain.errors import DataError
+from derain.io.download import Source, cache_dir, fetch, file_digest
+
+SHARED_ENV = "DERAIN_SHARED"
+_MANIFESTS = Path(__file__).resolve().parent.parent / "assets" / "datasets"
+_COMPLETE = ".complete"
+
+Kind = Literal["paired", "clean", "textures", "unpaired"]
+
+
+@dataclass(frozen=True)
+class DataSet:
+    name: str                 # as users type it (case-insensitive)
+    kind: Kind
+    summary: str
+    images: str = ""          # the sub-folder holding the images of an unpaired set ("clean", "streaks", "rain")
+    exclude: str = ""         # package file naming images never to train on (used with the set by name)
+
+    @property
+    def manifest(self) -> Path:
+        return _MANIFESTS / f"{self.name}.tsv"
+
+
+@dataclass(frozen=True)
+class Entry:
+    file: str                 # path inside the set's folder
+    source: Source
+
+
+SETS: dict[str, DataSet] = {s.name: s for s in (
+    DataSet("rain100L", "paired", "Rain100L test set: 100 light-rain pairs, 480x320 (rain/, norain/)"),
+    DataSet("rain100H", "paired", "Rain100H test set: 100 heavy-rain pairs, 481x321 (rain/, norain/)"),
+    DataSet("bsds500", "clean", "BSDS500: 500 clean photos for synthetic rain; used by name, the 91 that are "
+            "Rain100L/H ground truths are left out", images="clean", exclude="bsds500.exclude.tsv"),
+    DataSet("rain_streaks", "textures", "104 rain-streak textures (Garg & Nayar 2006), for synthetic rain",
+            images="streaks"),
+    DataSet("real_rain", "unpaired", "49 real rainy photos, no ground truth (SPANet's Real_Internet set)",
+            images="rain"),
+    DataSet("real_rain_large", "unpaired", "6 real rainy photos at full resolution (1280-1920 px wide), no "
+            "ground truth", images="rain"),
+)}
+
+
+def list_sets() -> list[str]:
+    return sorted(SETS, key=str.lower)
+
+
+def find(name: str) -> DataSet | None:
+    """The set called ``name`` (any case), or None."""
+    return next((s for key, s in SETS.items() if key.lower() == name.lower()), None)
+
+
+def get_set(name: str) -> DataSet:
+    found = find(name)
+    if found is None:
+        raise DataError(f"unknown data set {name!r}; known sets: {', '.join(list_sets())} (or pass a folder)")
+    return found
+
+
+def entries(dataset: DataSet) -> list[Entry]:
+    """Every file of the set with its source, from the shipped manifest."""
+    lines = dataset.manifest.read_text().splitlines()
+    header = dict(field.split("=", 1) for field in lines[0].lstrip("# ").split("\t") if "=" in field)
+    repo = header["source"].removeprefix("github:")
+    rows = csv.DictReader(lines[1:], delimiter="\t")
+    return [Entry(row["file"], Source(repo, header["commit"], row["orig_path"], sha256=row["sha256"],
+                                      size=int(row["bytes"]))) for row in rows]
+
+
+def exclusions(dataset: DataSet) -> set[str]:
+    """File names of the set never to train on (BSDS500: the Rain100L/H ground truths)."""
+    if not dataset.exclude:
+        return set()
+    rows = csv.DictReader((_MANIFESTS / dataset.exclude).read_text().splitlines(), delimiter="\t")
+    return {row["bsds_file"] for row in rows}
+
+
+def mirror(dataset: DataSet) -> Path | None:
+    """``$DERAIN_SHARED/data/<name>`` when set and present (a local copy, searched first)."""
+    root = os.environ.get(SHARED_ENV)
+    if not root:
+        return None
+    folder = Path(root).expanduser() / "data" / dataset.name
+    return folder if folder.is_dir() else None
+
+
+def cache_folder(dataset: DataSet) -> Path:
+    return cache_dir() / "data" / dataset.name
+
+
+def local_folder(dataset: DataSet) -> Path | None:
+    """Where the set is now without downloading: the mirror, or a complete cache folder."""
+    found = mirror(dataset)
+    if found is not None:
+        return found
+    folder = cache_folder(dataset)
+    return folder if (folder / _COMPLETE).is_file() else None
+
+
+def fetch_set(dataset: DataSet, *, progress: bool | None = None, workers: int = 8) -> Path:
+    """Download every file of the set that is missing (or wrong) into the cache; returns the folder."""
+    folder = cache_folder(dataset)
+    todo = [e for e in entries(dataset)
+            if not ((folder / e.file).is_file() and (folder / e.file).stat().st_size == e.source.size)]
+    show = sys.stderr.isatty() if progress is None else progress
+
+    with tqdm(total=len(todo), desc=f"{dataset.name}: downloading", unit="file", file=sys.stderr,
+              disable=not (show and todo)) as bar:
+        def one(entry: Entry) -> None:
+            fetch(entry.source, folder / entry.file, label=f"{dataset.name}/{entry.file}", progress=False,
+                  by_hand=f"or the whole set under ${SHARED_ENV}/data/{dataset.name}")
+            bar.update(1)
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for future in [pool.submit(one, e) for e in todo]:
+                future.result()
+    (folder / _COMPLETE).write_text(f"{len(entries(dataset))} files\n")
+    return folder
+
+
+def verify_set(dataset: DataSet) -> list[str]:
+    """Re-hash the cached (or mirrored) set: the files that are missing or differ from the manifest."""
+    folder = local_folder(dataset)
+    if folder is None:
+        return ["not downloaded"]
+    bad = []
+    for e in entries(dataset):
+        path = folder / e.file
+        if not path.is_file():
+            bad.append(f"{e.file}: missing")
+        elif file_digest(path).sha256 != e.source.sha256:
+            bad.append(f"{e.file}: sha256 differs from the manifest")
+    return bad
+
+
+def resolve(name: str, *, download: bool = True, progress: bool | None = None) -> Path:
+    """The folder of the set called ``name``: the mirror, the cache, or a download into the cache."""
+    dataset = get_set(name)
+    found = local_folder(dataset)
+    if found is not None:
+        return found
+    if not download:
+        raise DataError(f"{dataset.name}: not downloaded yet (derain data fetch {dataset.name})")
+    return fetch_set(dataset, progress=progress)
+
+
+def resolve_images(text: str | os.PathLike[str], *,
+                   progress: bool | None = None) -> tuple[Path, set[str]]:
+    """A folder of images given as a path, or as a set's name: ``(folder, names never to train on)``."""
+    path = Path(text).expanduser()
+    if path.exists() or find(str(text)) is None:
+        return path, set()
+    dataset = get_set(str(text))
+    folder = resolve(dataset.name, progress=progress)
+    return (folder / dataset.images if dataset.images else folder), exclusions(dataset)
+
+
+def resolve_folder(text: str | os.PathLike[str], *, progress: bool | None = None) -> Path:
+    """A dataset folder given as a path, or as a set's name (an existing path wins)."""
+    path = Path(text).expanduser()
+    if path.exists() or find(str(text)) is None:
+        return path
+    return resolve(str(text), progress=progress)
