@@ -131,13 +131,18 @@ def eval_command(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write per-image rows and means here.")] = None,
     save_images: Annotated[Path | None, typer.Option(help="Save the measured outputs into this folder.")] = None,
     device: Annotated[Device, typer.Option(help="Where to run the model.")] = Device.auto,
+    scale: Annotated[str, typer.Option(help="Working scale: 1 (default: the papers' measurement), a whole number, "
+                                            "or auto (derain run's default).")] = "1",
 ) -> None:
     """Measure weights on a paired dataset exactly as the papers did."""
+    from derain.inference.scale import check_scale
+
+    working = check_scale(scale)
     dataset = derain.data.PairedFolder(data, layout=layout.value, limit=limit)
     restorer = derain.load(weights, device=device.value)
     report = derain.evaluate(
         restorer, dataset, protocol=protocol.value, quantize=quantize.value if quantize else None,
-        downsample=downsample, save_images=save_images, progress=_Progress("eval"),
+        downsample=downsample, save_images=save_images, progress=_Progress("eval"), scale=working,
     )
     typer.echo(report.table())
     if json_out is not None:
@@ -185,6 +190,10 @@ def run_command(
     compare: Annotated[bool, typer.Option(help="Also write input and output side by side (NAME_compare.png).")]
     = False,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (inputs are never written).")] = False,
+    scale: Annotated[str, typer.Option(help="Working scale: auto (from the image's size; images up to twice "
+                                            "481x321 run as they are), 1 (always as they are), or N: the model "
+                                            "sees the image shrunk N times and the rain it finds is removed at "
+                                            "full resolution.")] = "auto",
 ) -> None:
     """Derain images: files, folders (mirrored), globs. torchrun --nproc_per_node=N -m derain run ... splits them."""
     import os
@@ -192,6 +201,9 @@ def run_command(
     import torch
 
     from derain.inference.batch import RunOptions, derain_files
+    from derain.inference.scale import check_scale
+
+    working = check_scale(scale)
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     where = device.value
@@ -204,7 +216,7 @@ def run_command(
         restorer = derain.Restorer(restorer.model.float(), name=restorer.name, channel_order=restorer.channel_order,
                                    device=restorer.device, dtype=torch.float16, weights=restorer.weights)
     options = RunOptions(format=fmt, quality=quality, tile=tile, overlap=overlap, save_stages=save_stages,
-                         save_attention=save_attention, compare=compare, overwrite=overwrite)
+                         save_attention=save_attention, compare=compare, overwrite=overwrite, scale=working)
 
     def report(name: str, reason: str) -> None:
         typer.echo(f"derain: failed: {name}: {reason}", err=True)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from derain.errors import InputError
 from derain.inference import Restorer
+from derain.inference.scale import Scale
 from derain.io import write_image
 from derain.metrics import PROTOCOLS, measure
 from derain.metrics import quantize as quantize_image
@@ -77,6 +78,7 @@ def evaluate(
     downsample: bool = False,
     save_images: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
+    scale: Scale = 1,
 ) -> EvalReport:
     """Run ``restorer`` on every pair of ``dataset`` (items with ``name``, ``rainy``, ``clean``) and measure it.
 
@@ -100,7 +102,8 @@ def evaluate(
     for index in range(len(dataset)):
         pair = dataset[index]
         t0 = time.perf_counter()
-        output = restorer.run(pair.rainy[None]).image
+        # scale 1 (the default) is the papers' own measurement; other scales return the clamped image
+        output = restorer.run(pair.rainy[None]).image if scale == 1 else restorer(pair.rainy[None], scale=scale)
         seconds = time.perf_counter() - t0
         psnr, ssim = measure(output, pair.clean[None], protocol=protocol, quantize=quantize, downsample=downsample)
         scores.append(ImageScore(pair.name, float(psnr[0]), float(ssim[0]), seconds))

@@ -115,19 +115,25 @@ def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     return F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
 
 
-def _procedural_layer(h: int, w: int, angle: float, p: StreakParams, g: torch.Generator) -> Tensor:
-    """Sparse drops, widened by a Gaussian, smeared along a line: each streak about as bright as ``gain``."""
-    length = _uniform(g, *p.length)
+def _procedural_layer(h: int, w: int, angle: float, p: StreakParams, g: torch.Generator,
+                      scale: float = 1.0) -> Tensor:
+    """Sparse drops, widened by a Gaussian, smeared along a line: each streak about as bright as ``gain``.
+    ``scale`` draws the same rain for an image ``scale`` times larger: as many streaks over the image, each
+    ``scale`` times longer and wider."""
+    length = _uniform(g, *p.length) * scale
     kernel = _line_kernel(length, angle)
     margin = kernel.shape[-1] // 2
     hh, ww = h + 2 * margin, w + 2 * margin  # drops outside the image still cast streaks into it
-    density = _uniform(g, *p.density)
+    density = _uniform(g, *p.density) / (scale * scale)
     drops = (torch.rand(hh, ww, generator=g) < density).float()
     drops = drops * (0.5 + 0.5 * torch.rand(hh, ww, generator=g))
     sigma = _uniform(g, *p.width)
+    if scale != 1.0:  # a one-pixel drop becomes a scale-pixel box: add its variance, (scale^2 - 1) / 12
+        sigma = math.sqrt((sigma * scale) ** 2 + (scale * scale - 1) / 12)
     drops = _gaussian_blur(drops[None, None], sigma)
-    delta = torch.zeros(1, 1, 9, 9)
-    delta[..., 4, 4] = 1.0
+    half = max(4, math.ceil(3 * sigma))
+    delta = torch.zeros(1, 1, 2 * half + 1, 2 * half + 1)
+    delta[..., half, half] = 1.0
     peak = float(_gaussian_blur(delta, sigma).max())  # a drop's core after widening
     streak = F.conv2d(drops, kernel[None, None]) * (kernel.shape[-1] / peak)
     return (streak[0, 0] * _uniform(g, *p.gain)).clamp(0, 1)
@@ -153,8 +159,10 @@ def _texture_layer(h: int, w: int, angle: float, texture: Tensor, p: StreakParam
 
 
 def rain_layer(h: int, w: int, style: RainStyle, g: torch.Generator,
-               textures: Sequence[Tensor] = ()) -> Tensor:
-    """The streak layer ``(h, w)`` in [0, 1] of one image: the sum of the style's layers, clipped."""
+               textures: Sequence[Tensor] = (), scale: float = 1.0) -> Tensor:
+    """The streak layer ``(h, w)`` in [0, 1] of one image: the sum of the style's layers, clipped. ``scale``: rain
+    as it looks in a photo ``scale`` times the training images' resolution (textures are stretched over the
+    whole image, so they follow its size by themselves)."""
     direction = _uniform(g, -style.angle, style.angle)
     count = int(torch.randint(style.layers[0], style.layers[1] + 1, (), generator=g))
     total = torch.zeros(h, w)
@@ -165,7 +173,7 @@ def rain_layer(h: int, w: int, style: RainStyle, g: torch.Generator,
             pick = int(torch.randint(0, len(textures), (), generator=g))
             total = total + _texture_layer(h, w, angle, textures[pick], style.streaks, g)
         else:
-            total = total + _procedural_layer(h, w, angle, style.streaks, g)
+            total = total + _procedural_layer(h, w, angle, style.streaks, g, scale)
     return total.clamp(0, 1)
 
 
@@ -182,8 +190,10 @@ def get_style(style: str | RainStyle, g: torch.Generator) -> RainStyle:
 
 def add_rain(clean: Tensor, *, style: str | RainStyle = "light", seed: int | None = None,
              g: torch.Generator | None = None, textures: Sequence[Tensor] = (),
-             mask_threshold: float = 0.05) -> tuple[Tensor, Tensor]:
+             mask_threshold: float = 0.05, scale: float = 1.0) -> tuple[Tensor, Tensor]:
     """Rain on a clean ``(3, H, W)`` float image in [0, 1]: returns ``(rainy (3, H, W), mask (1, H, W))``.
+    ``scale`` > 1 draws the rain of a photo that many times the training images' resolution (wider, longer
+    streaks); 1 is the training scale.
 
     Pass ``seed`` (or a ``torch.Generator``) for repeatable rain; ``textures`` are ``(h, w)`` grey streak
     textures in [0, 1] (:func:`load_textures`). The mask is 1 where the streaks add more than ``mask_threshold``.
@@ -195,7 +205,9 @@ def add_rain(clean: Tensor, *, style: str | RainStyle = "light", seed: int | Non
         g = generator("rain", 0 if seed is None else seed)
     chosen = get_style(style, g)
     h, w = clean.shape[-2:]
-    streaks = rain_layer(h, w, chosen, g, textures)
+    if not scale >= 1:
+        raise InputError(f"add_rain: scale must be at least 1, got {scale!r}")
+    streaks = rain_layer(h, w, chosen, g, textures, scale)
     a = _uniform(g, *chosen.haze)
     light = _uniform(g, *chosen.light)
     background = clean.float() * (1 - a) + a * light

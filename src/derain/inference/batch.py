@@ -20,6 +20,7 @@ import torch
 
 from derain.errors import DerainError, InputError
 from derain.inference.restorer import Restorer
+from derain.inference.scale import Scale, resolve_scale
 from derain.io import IMAGE_EXTENSIONS, read_image, write_image
 from derain.io.video import VIDEO_EXTENSIONS, VideoWriter, frames, probe
 
@@ -41,6 +42,7 @@ class RunOptions:
     save_attention: bool = False
     compare: bool = False            # also write NAME_compare.EXT: input and output side by side
     overwrite: bool = False
+    scale: Scale = "auto"            # working scale (derain.inference.scale); a video's is chosen once per clip
 
 
 @dataclass
@@ -120,9 +122,10 @@ def _extras(target: Path, tag: str) -> Path:
 
 def derain_video(restorer: Restorer, src: str | os.PathLike[str], dst: str | os.PathLike[str], *, batch: int = 4,
                  tile: int | None = None, overlap: int | None = None, overwrite: bool = False,
-                 progress: Callable[[int, int | None], None] | None = None) -> int:
+                 progress: Callable[[int, int | None], None] | None = None, scale: Scale = "auto") -> int:
     """Derain every frame of ``src`` into ``dst``: same frame rate, size and frame count; audio copied.
-    Frames go through the model ``batch`` at a time. Returns the number of frames written."""
+    Frames go through the model ``batch`` at a time, all at one working scale (``auto``: chosen from the first
+    frame, so it cannot change from frame to frame). Returns the number of frames written."""
     src, dst = Path(src), Path(dst)
     if dst.resolve() == src.resolve():
         raise InputError(f"{dst}: refusing to write over the input video; choose another output path")
@@ -130,9 +133,13 @@ def derain_video(restorer: Restorer, src: str | os.PathLike[str], dst: str | os.
     pending: list[torch.Tensor] = []
     with VideoWriter(dst, fps=info.fps, width=info.width, height=info.height,
                      audio_from=src if info.audio_streams else None, overwrite=overwrite) as writer:
+        chosen: list[int] = []
+
         def flush() -> None:
             if pending:
-                for frame in restorer(torch.cat(pending), tile=tile, overlap=overlap):
+                if not chosen:
+                    chosen.append(resolve_scale(scale, pending[0]))
+                for frame in restorer(torch.cat(pending), tile=tile, overlap=overlap, scale=chosen[0]):
                     writer.write(frame)
                 pending.clear()
                 if progress:
@@ -150,7 +157,7 @@ def _process(restorer: Restorer, src: Path, target: Path, options: RunOptions, p
              frame_progress: Callable[[int, int | None], None] | None = None) -> None:
     if src.suffix.lower() in VIDEO_EXTENSIONS:
         derain_video(restorer, src, target, tile=options.tile, overlap=options.overlap, overwrite=options.overwrite,
-                     progress=frame_progress)
+                     progress=frame_progress, scale=options.scale)
         return
     loaded = read_image(src)
     image = loaded.image
@@ -158,11 +165,15 @@ def _process(restorer: Restorer, src: Path, target: Path, options: RunOptions, p
     bit_depth = 16 if loaded.bit_depth == 16 and target.suffix.lower() in (".png", ".tif", ".tiff") else 8
     alpha = loaded.alpha if fmt_alpha else None
     extras = options.save_stages or options.save_attention
+    scale = resolve_scale(options.scale, image)
+    if extras and scale != 1:
+        raise InputError(f"{shown(src)}: --save-stages/--save-attention show the model at the image's own scale; "
+                         f"this image would run at scale {scale}: pass --scale 1 with them")
     # Stages and attention maps come from one whole-image forward; untiled, that forward gives the image too.
     fits = extras and restorer.auto_tile(image.shape[-2], image.shape[-1]) is None
     result = restorer.run(image) if fits else None
     out = (result.image.clamp(0, 1) if result is not None and options.tile is None
-           else restorer(image, tile=options.tile, overlap=options.overlap))
+           else restorer(image, tile=options.tile, overlap=options.overlap, scale=scale))
     write_image(target, out, alpha=alpha, bit_depth=bit_depth, quality=options.quality,
                 overwrite=options.overwrite, protect=protect)
     if options.compare:

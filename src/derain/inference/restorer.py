@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from derain.errors import InputError
 from derain.inference.profiles import PROFILES, Profile
+from derain.inference.scale import Scale, derain_scaled, resolve_scale
 from derain.inference.tiling import run_tiled
 from derain.io import from_tensor, to_tensor
 from derain.types import DerainOutput, Placement, check_image
@@ -108,8 +109,11 @@ class Restorer:
         side = int((budget / (self.profile.bytes_per_pixel * 2)) ** 0.5)
         return max(side // 16 * 16, 2 * self.profile.overlap + 64)
 
-    def _image(self, x: Tensor, tile: int | None, overlap: int | None) -> Tensor:
-        """(N, 3, H, W) checked input -> clamped output, tiled when asked or needed."""
+    def _image(self, x: Tensor, tile: int | None, overlap: int | None, scale: Scale = 1) -> Tensor:
+        """(N, 3, H, W) checked input -> clamped output, at the working ``scale``, tiled when asked or needed."""
+        return derain_scaled(lambda t: self._at_scale(t, tile, overlap), x, resolve_scale(scale, x))
+
+    def _at_scale(self, x: Tensor, tile: int | None, overlap: int | None) -> Tensor:
         tile = tile if tile is not None else self.auto_tile(x.shape[-2], x.shape[-1])
         if tile is None or (tile >= x.shape[-2] and tile >= x.shape[-1]):
             return self._flip(self._forward(x).image).to(device=x.device, dtype=x.dtype).clamp(0, 1)
@@ -123,22 +127,27 @@ class Restorer:
         return run_tiled(piece, x, tile=tile, overlap=overlap, align=self.profile.align,
                          placed=self.accepts_placement).clamp(0, 1).to(x.dtype)
 
-    def __call__(self, x: Any, *, tile: int | None = None, overlap: int | None = None) -> Any:
+    def __call__(self, x: Any, *, tile: int | None = None, overlap: int | None = None,
+                 scale: Scale = "auto") -> Any:
         """The clean image, clamped to [0, 1], in the input's own kind (tensor, PIL image or NumPy array).
 
-        tile / overlap: run in ``tile x tile`` windows overlapping by ``overlap`` pixels (default: the model's
-        measured receptive field). Without ``tile``, images too large for the free memory are tiled anyway.
+        scale: run the model on the image shrunk ``scale`` times and subtract the rain it finds, brought back to
+        full resolution (:mod:`derain.inference.scale`); ``"auto"`` (default) picks it from the image's size, so
+        images up to twice the training images' size (481x321) run as they are; ``1`` always does.
+        tile / overlap: run in ``tile x tile`` windows (at the working scale) overlapping by ``overlap`` pixels
+        (default: the model's measured receptive field). Without ``tile``, images too large for the free memory are
+        tiled anyway.
         """
         if isinstance(x, Tensor):
             batched = x.ndim != 3
             t = check_image(x if batched else x[None])
-            out = self._image(t, tile, overlap)
+            out = self._image(t, tile, overlap, scale)
             return out if batched else out[0]
         if isinstance(x, Image.Image):
-            return _to_pil(self(_from_pil(x), tile=tile, overlap=overlap), x)
+            return _to_pil(self(_from_pil(x), tile=tile, overlap=overlap, scale=scale), x)
         if isinstance(x, np.ndarray):
             colour, alpha, grey = _split_array(x)
-            out = self._image(colour, tile, overlap)
+            out = self._image(colour, tile, overlap, scale)
             return _join_array(out, alpha, grey, x.dtype)
         raise InputError(f"cannot derain a {type(x).__name__}; pass a float tensor (N, 3, H, W) in [0, 1], "
                          "a PIL image or a NumPy array (H, W[, C]) of uint8, uint16 or floats in [0, 1]")
