@@ -36,7 +36,7 @@ from derain.data.sets import resolve_images
 from derain.data.synthetic import add_rain, generator, load_textures
 from derain.data.training import clean_files
 from derain.inference.scale import derain_scaled, resolve_scale
-from derain.io import read_image, write_image
+from derain.io import list_images, read_image, write_image
 from derain.metrics import measure
 
 
@@ -94,7 +94,7 @@ def run_set(restorer: derain.Restorer, name: str, images: int, scales: list[str]
 
 def photos(restorer: derain.Restorer, set_name: str, figure: Path | None) -> dict:
     folder, _ = resolve_images(set_name)
-    files = sorted(folder.iterdir())
+    files = list_images(folder)
     result, tiles = {}, []
     for path in files:
         x = read_image(path).image

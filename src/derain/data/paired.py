@@ -50,7 +50,7 @@ from torch.utils.data import Dataset
 
 from derain.data.sets import list_sets, resolve_folder
 from derain.errors import DataError, InputError
-from derain.io import IMAGE_EXTENSIONS, read_image
+from derain.io import IMAGE_EXTENSIONS, list_images, natural_key, read_image
 
 Layout = Literal["auto", "rain-norain", "prenet", "sian", "jdnet", "list"]
 LAYOUTS: tuple[str, ...] = get_args(Layout)
@@ -73,21 +73,6 @@ class Pair:
     name: str
     rainy: Tensor
     clean: Tensor
-
-
-def natural_key(name: str) -> tuple[object, ...]:
-    """Sort key that orders digit runs by value: ``rain-2`` < ``rain-10``; ties broken by the exact name."""
-    parts = re.split(r"([0-9]+)", name)
-    return (tuple(int(p) if i % 2 else p.casefold() for i, p in enumerate(parts)), name)
-
-
-def _images(folder: Path) -> list[Path]:
-    """Image files directly in ``folder`` (by extension, hidden files skipped), in natural order of names."""
-    if not folder.is_dir():
-        return []
-    found = [p for p in folder.iterdir()
-             if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()]
-    return sorted(found, key=lambda p: natural_key(p.name))
 
 
 def _listing(problems: list[str]) -> str:
@@ -126,31 +111,31 @@ def _prefixed(paths: list[Path], clean: bool) -> dict[str, Path]:
 
 
 def _rain_norain(root: Path) -> list[_Entry]:
-    rainy = {p.name: p for p in _images(root / "rain")}
-    clean = {p.name: p for p in _images(root / "norain")}
+    rainy = {p.name: p for p in list_images(root / "rain")}
+    clean = {p.name: p for p in list_images(root / "norain")}
     return _match(root, "rain-norain", rainy, clean, lambda k: f"norain/{k}", lambda k: f"rain/{k}")
 
 
 def _prenet(root: Path) -> list[_Entry]:
     sub = (root / "rainy").is_dir()
-    rainy = _prefixed(_images(root / "rainy" if sub else root), clean=False)
-    clean = _prefixed(_images(root), clean=True)
+    rainy = _prefixed(list_images(root / "rainy" if sub else root), clean=False)
+    clean = _prefixed(list_images(root), clean=True)
     where = "rainy/" if sub else ""
     return _match(root, "prenet", rainy, clean, lambda k: f"norain-{k}", lambda k: f"{where}rain-{k}")
 
 
 def _sian(root: Path) -> list[_Entry]:
-    rainy = _prefixed(_images(root / "rainy"), clean=False)
-    clean = _prefixed(_images(root / "norain"), clean=True)
+    rainy = _prefixed(list_images(root / "rainy"), clean=False)
+    clean = _prefixed(list_images(root / "norain"), clean=True)
     return _match(root, "sian", rainy, clean, lambda k: f"norain/norain-{k}", lambda k: f"rainy/rain-{k}")
 
 
-def _jdnet_images(root: Path) -> list[Path]:
-    return _images(root) or _images(root / "test")
+def _jdnetlist_images(root: Path) -> list[Path]:
+    return list_images(root) or list_images(root / "test")
 
 
 def _jdnet(root: Path) -> list[_Entry]:
-    return [(p.name, p, p) for p in _jdnet_images(root)]
+    return [(p.name, p, p) for p in _jdnetlist_images(root)]
 
 
 def _resolve_listed(text: str, base: Path) -> Path:
@@ -234,11 +219,11 @@ def _detect(root: Path) -> str:
         return "rain-norain"
     if {"rainy", "norain"} <= dirs:
         return "sian"
-    flat = _images(root)
+    flat = list_images(root)
     has_clean = bool(_prefixed(flat, clean=True))
     if has_clean and ("rainy" in dirs or _prefixed(flat, clean=False)):
         return "prenet"
-    candidates = _jdnet_images(root)
+    candidates = _jdnetlist_images(root)
     probe = candidates[:_PROBE]
     if probe and all(_same_scene(read_image(p).image[0]) for p in probe):
         return "jdnet"

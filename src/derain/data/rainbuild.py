@@ -28,7 +28,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from derain.data.paired import _images
 from derain.data.realrain import (
     TemporalHistogram,
     frame_shift,
@@ -37,7 +36,8 @@ from derain.data.realrain import (
     rain_mask_from,
 )
 from derain.errors import InputError
-from derain.io import read_image, write_image
+from derain.io import list_images, read_image, write_image
+from derain.io.atomic import atomic_write
 from derain.io.video import VIDEO_EXTENSIONS
 from derain.io.video import frames as video_frames
 
@@ -60,7 +60,7 @@ class Source:
         if self.is_video:
             yield from video_frames(self.path)
             return
-        files = _images(self.path)
+        files = list_images(self.path)
         if not files:
             raise InputError(f"{self.path}: no image files (frames) in this folder")
         for f in files:
@@ -77,8 +77,8 @@ def find_sources(inputs: Sequence[str | os.PathLike[str]]) -> list[Source]:
                 raise InputError(f"{path}: not a video ({', '.join(sorted(VIDEO_EXTENSIONS))}) or a folder of frames")
             out.append(Source(path.stem, path))
         elif path.is_dir():
-            videos = sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
-            if videos and not _images(path):
+            videos = list_images(path, extensions=VIDEO_EXTENSIONS)
+            if videos and not list_images(path):
                 out += [Source(p.stem, p) for p in videos]
             else:
                 out.append(Source(path.name, path))
@@ -212,9 +212,8 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def write_list(dataset: Path) -> Path:
@@ -233,9 +232,8 @@ def write_list(dataset: Path) -> Path:
     for path, listed in ((dataset / LIST_FILE, lines), (dataset / PATCH_LIST_FILE, patch_lines)):
         if path.name == PATCH_LIST_FILE and not has_patches and not path.exists():
             continue
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in listed))
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp:
+            tmp.write_text("".join(line + "\n" for line in listed))
     return dataset / LIST_FILE
 
 

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from derain.errors import InputError
-from derain.io import IMAGE_EXTENSIONS, read_image, write_image
+from derain.io import list_images, read_image, write_image
 
 Style = Literal["light", "heavy", "mixed"]
 STYLE_NAMES: tuple[str, ...] = get_args(Style)
@@ -221,7 +221,7 @@ def load_textures(folder: str | Path, *, limit: int | None = None) -> list[Tenso
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder of streak textures")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)[:limit]
+    files = list_images(folder)[:limit]
     if not files:
         raise InputError(f"{folder}: no image files (streak textures) found")
     return [read_image(p).image[0].mean(0) for p in files]
@@ -239,8 +239,7 @@ def synthesize_folder(clean_dir: str | Path, out: str | Path, *, style: str = "l
     clean_dir, out = Path(clean_dir), Path(out)
     if not clean_dir.is_dir():
         raise InputError(f"{clean_dir}: no such folder of clean images")
-    files = sorted(p for p in clean_dir.iterdir()
-                   if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and p.name not in exclude)[:limit]
+    files = [p for p in list_images(clean_dir) if p.name not in exclude][:limit]
     if not files:
         raise InputError(f"{clean_dir}: no clean image files (.png, .jpg, ...) to add rain to")
     if out.resolve() == clean_dir.resolve():

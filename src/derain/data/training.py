@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
-from derain.data.paired import PairedFolder, _images
+from derain.data.paired import PairedFolder
 from derain.data.synthetic import add_rain, derive_seed, generator
 from derain.errors import DataError
-from derain.io import read_image
+from derain.io import list_images, read_image
 
 Sample = tuple[Tensor, Tensor, Tensor]  # rainy (3, h, w), clean (3, h, w), rain mask (1, h, w)
 Key = tuple[int, int]  # (dataset index, global draw number)
@@ -46,7 +46,7 @@ def clean_files(root: str | Path, *, exclude: str | Path | None = None,
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such folder of clean images (give a folder or a data set's name: bsds500)")
-    files = _images(root)
+    files = list_images(root)
     never = set(drop) | (read_exclusions(exclude) if exclude is not None else set())
     if never:
         files = [p for p in files if p.name not in never]

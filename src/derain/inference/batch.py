@@ -21,7 +21,7 @@ import torch
 from derain.errors import DerainError, InputError
 from derain.inference.restorer import Restorer
 from derain.inference.scale import Scale, resolve_scale
-from derain.io import IMAGE_EXTENSIONS, read_image, write_image
+from derain.io import IMAGE_EXTENSIONS, list_images, read_image, write_image
 from derain.io.video import VIDEO_EXTENSIONS, VideoWriter, frames, probe
 
 _GLOB_CHARS = set("*?[")
@@ -61,18 +61,10 @@ Job = tuple[Path, Path]  # (input file, output file)
 
 
 def _images_under(folder: Path, failed: list[tuple[str, str]]) -> list[Path]:
-    found: list[Path] = []
-
     def onerror(exc: OSError) -> None:
         failed.append((shown(exc.filename or folder), f"cannot read the folder ({exc.strerror or exc})"))
 
-    for root, dirs, files in os.walk(folder, onerror=onerror):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            p = Path(root) / name
-            if not name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS:
-                found.append(p)
-    return found
+    return list_images(folder, recursive=True, extensions=IMAGE_EXTENSIONS | VIDEO_EXTENSIONS, onerror=onerror)
 
 
 def plan(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,

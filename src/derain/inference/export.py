@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from derain.errors import InputError
+from derain.io.atomic import atomic_write
 from derain.nn import IRNN, PairwiseSelfAttention
 from derain.weights import LoadedWeights, load_weights
 
@@ -67,9 +68,7 @@ def export_onnx(weights: str | os.PathLike[str] | LoadedWeights, out: str | os.P
     example = torch.rand(1, 3, *example_size)
     dims = {0: torch.export.Dim("batch", min=1, max=64), 2: torch.export.Dim("height", min=16, max=MAX_SIDE),
             3: torch.export.Dim("width", min=16, max=MAX_SIDE)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
-    try:
+    with atomic_write(out, overwrite=overwrite, suffix=".onnx") as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(graph, (example,), dynamo=True, dynamic_shapes={"x": dims},
@@ -80,9 +79,4 @@ def export_onnx(weights: str | os.PathLike[str] | LoadedWeights, out: str | os.P
             raise InputError(f"{loaded.model}: the exporter fixed the image size; this model cannot be exported "
                              "with a dynamic size yet")
         program.save(str(tmp))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-        for extra in tmp.parent.glob(f"{tmp.name}*"):
-            extra.unlink(missing_ok=True)
     return out

@@ -10,6 +10,7 @@ from derain.io.image import (
     to_tensor,
     write_image,
 )
+from derain.io.listing import list_images, natural_key
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -17,6 +18,8 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "LoadedImage",
     "from_tensor",
+    "list_images",
+    "natural_key",
     "read_image",
     "to_tensor",
     "write_image",

@@ -33,6 +33,7 @@ from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from derain.errors import DownloadError
+from derain.io.atomic import commit
 
 HUB_ENV, DEFAULT_HUB = "DERAIN_HUB", "https://raw.githubusercontent.com"
 CACHE_ENV = "DERAIN_CACHE"
@@ -220,7 +221,7 @@ def _download(source: Source, url: str, dest: Path, *, label: str, by_hand: str,
             staging.unlink(missing_ok=True)
             raise DownloadError(f"{label}: the file served at {url} is not the expected one ({wrong}); nothing "
                                 "was kept")
-        os.replace(staging, dest)
+        commit(staging, dest)
         return
     tries = f" after {attempts} attempts" if attempts > 1 and not last.startswith("HTTP 4") else ""
     raise DownloadError(f"{label}: could not download {url} ({last}{tries}){hand}")

@@ -15,9 +15,7 @@ losslessly); only the first frame of a multi-frame file is read.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 import threading
 import warnings
 from collections.abc import Callable, Iterable
@@ -32,6 +30,7 @@ from torch import Tensor
 
 from derain.errors import InputError
 from derain.io import _png, _tiff
+from derain.io.atomic import atomic_write, check_target
 from derain.types import check_image
 
 PathLike = str | os.PathLike[str]
@@ -286,40 +285,6 @@ def _alpha_array(alpha: Tensor, height: int, width: int, dtype: np.dtype[Any]) -
     return _quantize(a[0], dtype)
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
-    with contextlib.suppress(OSError):
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    return False
-
-
-def _temp_path(path: Path) -> Path:
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-            return tmp
-        except FileExistsError:
-            continue
-
-
-def _commit(tmp: Path, path: Path, overwrite: bool) -> None:
-    if overwrite:
-        os.replace(tmp, path)
-        return
-    try:  # a hard link never replaces an existing file, so a file created meanwhile is not lost
-        os.link(tmp, path)
-    except FileExistsError:
-        raise InputError(f"{path}: already exists; pass overwrite=True to replace it") from None
-    except OSError:  # file system without hard links
-        if path.exists():
-            raise InputError(f"{path}: already exists; pass overwrite=True to replace it") from None
-        os.replace(tmp, path)
-        return
-    tmp.unlink()
-
-
 def write_image(
     path: PathLike,
     image: Tensor,
@@ -351,15 +316,9 @@ def write_image(
     if alpha is not None and fmt in ("JPEG", "BMP"):
         raise InputError(f"{path}: {fmt} cannot store transparency; write .png, .tif or .webp, "
                          "or pass alpha=None to drop the alpha channel")
-    protected = [protect] if isinstance(protect, str | os.PathLike) else list(protect)
-    for other in protected:
-        if _same_file(path, Path(other)):
-            raise InputError(f"{path}: refusing to write over a protected file ({other}); "
-                             "choose another output path")
     if path.is_dir():
         raise InputError(f"{path}: is a folder; give a file name with an image extension")
-    if path.exists() and not overwrite:
-        raise InputError(f"{path}: already exists; pass overwrite=True to replace it")
+    check_target(path, overwrite=overwrite, protect=protect)
 
     dtype = np.dtype(np.uint16 if bit_depth == 16 else np.uint8)
     pixels = from_tensor(image, dtype=dtype)
@@ -370,12 +329,7 @@ def write_image(
     if alpha is not None:
         pixels = np.concatenate([pixels, _alpha_array(alpha, height, width, dtype)], axis=2)
 
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot create the folder {path.parent} ({exc.strerror or exc})") from exc
-    tmp = _temp_path(path)
-    try:
+    with atomic_write(path, overwrite=overwrite, protect=protect) as tmp:
         if fmt == "TIFF":
             tmp.write_bytes(_tiff.encode(pixels))
         elif fmt == "PNG" and bit_depth == 16:
@@ -385,7 +339,4 @@ def write_image(
             if fmt == "WEBP" and alpha is not None:
                 options["exact"] = True  # keep colours under transparent pixels
             Image.fromarray(pixels).save(tmp, format=fmt, **options)
-        _commit(tmp, path, overwrite)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

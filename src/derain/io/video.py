@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from derain.errors import InputError
+from derain.io.atomic import atomic_write
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"})
 
@@ -93,8 +94,8 @@ class VideoWriter:
             raise InputError(f"{self.path}: unknown video extension; use one of {', '.join(sorted(VIDEO_EXTENSIONS))}")
         if self.path.exists() and not overwrite:
             raise InputError(f"{self.path}: already exists; pass --overwrite to replace it")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self._target = atomic_write(self.path, overwrite=overwrite, suffix=self.path.suffix)
+        self.tmp = self._target.__enter__()  # av picks the container format from the suffix
         self.audio_from = Path(audio_from) if audio_from is not None else None
         self.container = av.open(str(self.tmp), mode="w")
         self.stream = self.container.add_stream("libx264", rate=fps)
@@ -134,10 +135,8 @@ class VideoWriter:
             self.container.close()
             if self._audio:
                 self._source.close()
-            if ok:
-                os.replace(self.tmp, self.path)
-            else:
-                self.tmp.unlink(missing_ok=True)
+            failed = None if ok else InputError("video not finished")
+            self._target.__exit__(type(failed) if failed else None, failed, None)  # ok: in place; else removed
 
     def __enter__(self) -> VideoWriter:
         return self

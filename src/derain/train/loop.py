@@ -41,6 +41,7 @@ from derain.data.training import (
 )
 from derain.errors import InputError
 from derain.inference.restorer import resolve_device
+from derain.io.atomic import atomic_write
 from derain.losses import get_loss
 from derain.metrics import psnr, ssim
 from derain.train import distributed
@@ -284,9 +285,8 @@ def fit(cfg: Config, out: str | Path, *, resume: bool = False, stop_after: int |
             payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step,
                        "seconds": elapsed + time.perf_counter() - t0, "rng": rng, "config": to_dict(cfg)}
-            tmp = checkpoint_path.with_name(f".{CHECKPOINT}.tmp")
-            torch.save(payload, tmp)
-            tmp.replace(checkpoint_path)
+            with atomic_write(checkpoint_path) as tmp:
+                torch.save(payload, tmp)
 
     try:
         for keys_batch in loader:

@@ -20,6 +20,7 @@ from torch import nn
 
 from derain.archs import create_model, get_entry
 from derain.errors import InputError, WeightsError
+from derain.io.atomic import atomic_write
 from derain.weights.catalog import BY_SHA256, CATALOG, WeightRecord, get_record
 from derain.weights.convert import StateDict, convert, detect, unwrap
 from derain.weights.hub import locate, verify_file
@@ -174,14 +175,6 @@ def write_weights(out: str | os.PathLike[str], *, model: str, options: Mapping[s
         _META_PREFIX + "name": name,
         **{_META_PREFIX + k: v for k, v in (extra or {}).items()},
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
+    with atomic_write(out) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(tmp), metadata=metadata)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # the temporary file is private; the result gets the usual permissions
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
