@@ -13,7 +13,7 @@ import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -76,23 +76,24 @@ class Layout(str, Enum):
 
 
 class _Progress:
-    """A one-line progress bar with ETA on a terminal; silent otherwise."""
+    """A progress bar with ETA (tqdm) on a terminal, silent otherwise; called as ``progress(done, total, name)``."""
 
     def __init__(self, label: str) -> None:
         self.label = label
-        self.start = time.perf_counter()
-        self.enabled = sys.stderr.isatty()
+        self.bar: Any = None
 
     def __call__(self, done: int, total: int, name: str) -> None:
-        if not self.enabled:
+        if not sys.stderr.isatty():
             return
-        elapsed = time.perf_counter() - self.start
-        eta = elapsed / done * (total - done)
-        bar = "#" * (24 * done // total)
-        sys.stderr.write(f"\r{self.label} [{bar:<24}] {done}/{total} {name[:20]:<20} ETA {eta:5.0f}s")
-        if done == total:
-            sys.stderr.write("\r" + " " * 90 + "\r")
-        sys.stderr.flush()
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.label, unit="file", file=sys.stderr, leave=False)
+        self.bar.set_postfix_str(name[:24], refresh=False)
+        self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.bar.close()
+            self.bar = None
 
 
 def _run_page(command: list[str]) -> int:

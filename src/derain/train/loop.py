@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from derain.archs import create_model, get_entry
 from derain.data import PairedFolder
@@ -159,28 +160,32 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 class _Progress:
-    """One status line on a terminal (rewritten in place), or a line every ``log_every`` steps otherwise."""
+    """A tqdm bar of the steps on a terminal (loss, speed, last validation), or a line every ``log_every`` steps
+    otherwise (logs of background runs)."""
 
     def __init__(self, total: int, start: int, enabled: bool) -> None:
-        self.total, self.start, self.enabled = total, start, enabled
-        self.tty = sys.stderr.isatty()
-        self.t0 = time.perf_counter()
+        self.total, self.enabled = total, enabled
+        self.bar: Any = None
+        if enabled and sys.stderr.isatty():
+            self.bar = tqdm(total=total, initial=start, desc="train", unit="step", file=sys.stderr,
+                            dynamic_ncols=True)
+        self.t0, self.start = time.perf_counter(), start
 
-    def update(self, step: int, loss: float, rate: float, logged: bool, extra: str = "") -> None:
-        if not self.enabled or not (self.tty or logged):
+    def update(self, step: int, loss: float, rate: float, extra: str = "") -> None:
+        if not self.enabled:
             return
-        done = step - self.start
-        left = (self.total - step) / max(done / max(time.perf_counter() - self.t0, 1e-9), 1e-9)
-        width = 24
-        filled = int(width * step / self.total)
-        line = (f"step {step}/{self.total} [{'#' * filled}{'.' * (width - filled)}] loss {loss:.4f} "
-                f"{rate:.1f} samples/s ETA {int(left) // 60}:{int(left) % 60:02d}{extra}")
-        sys.stderr.write(("\r" + line + "\x1b[K") if self.tty else line + "\n")
+        text = f"loss {loss:.4f} {rate:.1f} samples/s{extra}"
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=False)
+            self.bar.update(step - self.bar.n)
+            return
+        left = (self.total - step) * (time.perf_counter() - self.t0) / max(step - self.start, 1)
+        sys.stderr.write(f"step {step}/{self.total} {text} ETA {int(left) // 60}:{int(left) % 60:02d}\n")
         sys.stderr.flush()
 
     def close(self) -> None:
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _tensorboard(out: Path) -> Any:
@@ -331,7 +336,7 @@ def fit(cfg: Config, out: str | Path, *, resume: bool = False, stop_after: int |
                             tb.add_scalar(k, float(row[k]), step)
             if logged:
                 extra = f" val {val_psnr:.2f} dB" if val_psnr is not None else ""
-                bar.update(step, loss_value, float(row.get("samples_per_s", 0.0)), True, extra)
+                bar.update(step, loss_value, float(row.get("samples_per_s", 0.0)), extra)
             if step % cfg.train.ckpt_every == 0 or stopping:
                 save_checkpoint()
             if stopping:
