@@ -92,6 +92,17 @@ def test_tiny_overfit_loss_falls(clean_folder: Path, tmp_path: Path) -> None:
     assert last < 0.6 * first, (first, last)
 
 
+def test_warm_start_from_named_weights(clean_folder: Path, tmp_path: Path) -> None:
+    cfg = _tiny(None, clean_folder, "model.name=prn", "model.weights=derain.default", "optim.lr=1e-12",
+                "train.steps=1")
+    result = fit(cfg, tmp_path / "run", progress=False)
+    start = derain.load("derain.default").model.state_dict()
+    assert all(torch.allclose(result.model.state_dict()[k], v, atol=1e-9) for k, v in start.items())
+    wrong = _tiny(None, clean_folder, "model.name=prenet", "model.weights=derain.default", "train.steps=1")
+    with pytest.raises(InputError, match="holds 'prn' weights, not 'prenet'"):
+        fit(wrong, tmp_path / "wrong", progress=False)
+
+
 def test_resume_is_bit_exact(clean_folder: Path, tmp_path: Path) -> None:
     cfg = _tiny(None, clean_folder, "model.name=prn", "model.options={channels: 8}", "train.steps=6",
                 "data.style=mixed")

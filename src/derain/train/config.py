@@ -26,6 +26,7 @@ class ModelConfig:
     name: str = "prn"                                 # registry name (derain.list_models())
     options: dict[str, Any] = field(default_factory=dict)  # constructor arguments over the preset
     init: Literal["default", "normal"] = "default"   # "normal": conv weights ~ N(0, 0.02), biases 0 (SIAN)
+    weights: str | None = None   # start from these weights (a name such as derain.default, or a file): warm start
 
 
 @dataclass

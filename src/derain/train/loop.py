@@ -47,7 +47,7 @@ from derain.losses import get_loss
 from derain.metrics import psnr, ssim
 from derain.train import distributed
 from derain.train.config import Config, config_from_dict, resolve_path, save_config, to_dict
-from derain.weights.store import write_weights
+from derain.weights.store import load_weights, write_weights
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "weights.safetensors"
@@ -77,6 +77,14 @@ def init_weights(model: nn.Module, kind: str) -> None:
             nn.init.normal_(m.weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+def warm_start(model: nn.Module, weights: str, name: str) -> None:
+    """Load ``weights`` (a catalog name or a file) into ``model`` strictly; they must be weights of ``name``."""
+    loaded = load_weights(weights)
+    if loaded.model != name:
+        raise InputError(f"model.weights={weights!r} holds {loaded.model!r} weights, not {name!r}")
+    model.load_state_dict(loaded.build().state_dict())
 
 
 def _datasets(cfg: Config, seed: int) -> tuple[Dataset, list[tuple[Tensor, Tensor]]]:
@@ -233,6 +241,8 @@ def fit(cfg: Config, out: str | Path, *, resume: bool = False, stop_after: int |
     entry = get_entry(cfg.model.name)
     model = create_model(cfg.model.name, **cfg.model.options)
     init_weights(model, cfg.model.init)
+    if cfg.model.weights and state is None:
+        warm_start(model, cfg.model.weights, cfg.model.name)
     model.to(device).train()
     loss_fn = get_loss(cfg.loss)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
