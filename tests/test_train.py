@@ -93,12 +93,13 @@ def test_tiny_overfit_loss_falls(clean_folder: Path, tmp_path: Path) -> None:
 
 
 def test_warm_start_from_named_weights(clean_folder: Path, tmp_path: Path) -> None:
-    cfg = _tiny(None, clean_folder, "model.name=prn", "model.weights=derain.default", "optim.lr=1e-12",
-                "train.steps=1")
-    result = fit(cfg, tmp_path / "run", progress=False)
-    start = derain.load("derain.default").model.state_dict()
-    assert all(torch.allclose(result.model.state_dict()[k], v, atol=1e-9) for k, v in start.items())
-    wrong = _tiny(None, clean_folder, "model.name=prenet", "model.weights=derain.default", "train.steps=1")
+    for weights, start in (("derain.prn_mixed", derain.load("derain.prn_mixed").model),
+                           ("derain.default:heavy", derain.load("derain.default").model.heavy)):
+        cfg = _tiny(None, clean_folder, "model.name=prn", f"model.weights={weights}", "optim.lr=1e-12",
+                    "train.steps=1")
+        result = fit(cfg, tmp_path / weights, progress=False)
+        assert all(torch.allclose(result.model.state_dict()[k], v, atol=1e-9) for k, v in start.state_dict().items())
+    wrong = _tiny(None, clean_folder, "model.name=prenet", "model.weights=derain.prn_mixed", "train.steps=1")
     with pytest.raises(InputError, match="holds 'prn' weights, not 'prenet'"):
         fit(wrong, tmp_path / "wrong", progress=False)
 

@@ -8,6 +8,8 @@ Each named loss (:data:`LOSSES`) maps ``(output, clean, mask)`` to a scalar:
 ``neg_ssim``         -SSIM of the final image (PReNet, JDNet)
 ``neg_ssim_stages``  sum over every stage of -SSIM (SIAN's accumulated loss)
 ``spanet``           L1 + (1 - SSIM) + MSE between the first attention map and the rain mask (SPANet)
+``l1_ssim``          L1 + (1 - SSIM) of the final image (SPANet's loss without the attention term; the L1 term
+                     holds the overall brightness, which SSIM barely sees: derain's default models)
 ``l1``, ``mse``      on the final image (JDNet's loss study, PReNet's MSE ablation)
 """
 
@@ -67,6 +69,10 @@ def _spanet(out: DerainOutput, clean: Tensor, mask: Tensor) -> Tensor:
             + attention_loss(out.attention, mask))
 
 
+def _l1_ssim(out: DerainOutput, clean: Tensor, mask: Tensor) -> Tensor:
+    return F.l1_loss(out.image, clean) + (1 - ssim_loss_value(out.image, clean))
+
+
 def _l1(out: DerainOutput, clean: Tensor, mask: Tensor) -> Tensor:
     return F.l1_loss(out.image, clean)
 
@@ -79,6 +85,7 @@ LOSSES: dict[str, LossFn] = {
     "neg_ssim": _neg_ssim,
     "neg_ssim_stages": _neg_ssim_stages,
     "spanet": _spanet,
+    "l1_ssim": _l1_ssim,
     "l1": _l1,
     "mse": _mse,
 }

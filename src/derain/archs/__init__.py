@@ -14,7 +14,7 @@ from torch import nn
 from derain.archs.jdnet import PRESETS as _JDNET_PRESETS
 from derain.archs.jdnet import JDNet
 from derain.archs.prenet import PRESETS as _PRENET_PRESETS
-from derain.archs.prenet import PReNet
+from derain.archs.prenet import PReNet, PReNetPair
 from derain.archs.sian import SIAN
 from derain.archs.spanet import SPANet
 from derain.errors import InputError
@@ -51,6 +51,8 @@ MODELS: dict[str, ModelEntry] = _table((
     ModelEntry("prenet_lstm", PReNet, _PRENET_PRESETS["prenet_lstm"], "PReNet ablation: no input residual"),
     ModelEntry("prenet_gru", PReNet, _PRENET_PRESETS["prenet_gru"], "PReNet ablation: GRU recurrence"),
     ModelEntry("prenet_x", PReNet, _PRENET_PRESETS["prenet_x"], "PReNet ablation: stage input x only"),
+    ModelEntry("prn_pair", PReNetPair, {}, "two PRNs, light and heavy rain, each image routed by a rain-density "
+               "classifier (derain.default)"),
     ModelEntry("prenet_real", PReNet, _PRENET_PRESETS["prenet_real"], "PReNet Generator_lstm (4 stages, real)"),
     ModelEntry("spanet", SPANet, {}, "SPANet (CVPR 2019): spatial attentive module, four-directional IRNN"),
     ModelEntry("jdnet", JDNet, _JDNET_PRESETS["jdnet"], "JDNet (ACM MM 2020): 32 joint units, 7x7 pairwise attention"),

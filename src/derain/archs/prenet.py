@@ -139,3 +139,72 @@ PRESETS: dict[str, dict[str, object]] = {
     "prenet_x": {"concat_input": False, "input_residual": False},
     "prenet_real": {"recurrent_first": False, "stages": 4, "input_residual": False},
 }
+
+
+def rain_features(x: Tensor) -> Tensor:
+    """Nine numbers per image (N, 9) that tell light rain from heavy rain: the mean excess brightness of thin
+    structures across rows (luminance less its opening by a 1x3, 1x7 and 1x15 row segment: rain streaks run
+    down), the share of pixels whose 1x7 excess is over 0.05 and over 0.15, its 99th percentile, the mean and
+    spread of the luminance, and the ratio of horizontal to vertical gradient energy."""
+    y = x.mean(1, keepdim=True)
+
+    def excess(k: int) -> Tensor:
+        opened = F.max_pool2d(-F.max_pool2d(-y, (1, k), 1, (0, k // 2)), (1, k), 1, (0, k // 2))
+        return (y - opened).flatten(1)
+
+    e3, e7, e15 = excess(3), excess(7), excess(15)
+    flat = y.flatten(1)
+    gx = (y[..., 1:] - y[..., :-1]).abs().flatten(1).mean(1)
+    gy = (y[..., 1:, :] - y[..., :-1, :]).abs().flatten(1).mean(1)
+    return torch.stack([e3.mean(1), e7.mean(1), e15.mean(1), (e7 > 0.05).float().mean(1),
+                        (e7 > 0.15).float().mean(1), e7.quantile(0.99, dim=1), flat.mean(1), flat.std(1),
+                        gx / (gy + 1e-6)], dim=1)
+
+
+class PReNetPair(nn.Module):
+    """Two networks of one PReNet preset, one trained on light rain and one on heavy rain, and a linear classifier
+    on :func:`rain_features` (fitted on synthetic light vs heavy rain, stored as buffers) that sends each image to
+    one of them. ``forward(x, heavy=...)`` takes the choice from outside (the Restorer decides once on the whole
+    image, so that tiles of one image never disagree); ``export_mode`` runs both and selects per image (no
+    data-dependent branch in an exported graph)."""
+
+    def __init__(self, *, stages: int = 6, channels: int = 32, recurrent: Literal["lstm", "gru"] | None = None,
+                 recursive: bool = False) -> None:
+        super().__init__()
+        options = {"stages": stages, "channels": channels, "recurrent": recurrent, "recursive": recursive}
+        self.light = PReNet(**options)
+        self.heavy = PReNet(**options)
+        self.register_buffer("router_mean", torch.zeros(9))
+        self.register_buffer("router_scale", torch.ones(9))
+        self.register_buffer("router_weight", torch.zeros(9))
+        self.register_buffer("router_bias", torch.zeros(1))
+        self.export_mode = False
+
+    def heavy_score(self, x: Tensor) -> Tensor:
+        """(N,) logits: > 0 means heavy rain."""
+        z = (rain_features(x.float()) - self.router_mean) / self.router_scale
+        return z @ self.router_weight + self.router_bias
+
+    def route(self, x: Tensor) -> Tensor:
+        """(N,) booleans: which images go to the heavy-rain network."""
+        return self.heavy_score(x) > 0
+
+    def forward(self, rainy: Tensor, *, heavy: Tensor | None = None) -> DerainOutput:
+        if heavy is None:
+            heavy = self.route(rainy)
+        if self.export_mode:
+            a, b = self.light(rainy), self.heavy(rainy)
+            w = heavy.to(rainy.dtype).view(-1, 1, 1, 1)
+            stages = tuple(s_a + w * (s_b - s_a) for s_a, s_b in zip(a.stages, b.stages, strict=True))
+            return DerainOutput(image=stages[-1], stages=stages)
+        if bool(heavy.all()):
+            return self.heavy(rainy)
+        if not bool(heavy.any()):
+            return self.light(rainy)
+        a, b = self.light(rainy[~heavy]), self.heavy(rainy[heavy])
+        stages = []
+        for s_a, s_b in zip(a.stages, b.stages, strict=True):
+            s = rainy.new_empty(rainy.shape)
+            s[~heavy], s[heavy] = s_a, s_b
+            stages.append(s)
+        return DerainOutput(image=stages[-1], stages=tuple(stages))

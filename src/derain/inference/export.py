@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from derain.archs.prenet import PReNetPair
 from derain.errors import InputError
 from derain.io.atomic import atomic_write
 from derain.nn import IRNN, PairwiseSelfAttention
@@ -46,7 +47,7 @@ def _exportable(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if isinstance(module, IRNN):
             module.method = "doubling"
-        if isinstance(module, PairwiseSelfAttention):
+        if isinstance(module, PairwiseSelfAttention | PReNetPair):
             module.export_mode = True
     return model
 

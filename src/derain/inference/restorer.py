@@ -81,10 +81,23 @@ class Restorer:
         passes it, so the window is computed on the whole image's grid (SIAN's ``align_corners`` up-sampling)."""
         return bool(getattr(self.model, "accepts_placement", False))
 
-    def _forward(self, x: Tensor, placement: Placement | None = None) -> DerainOutput:
-        inp = self._flip(x).to(device=self.device, dtype=self.dtype).contiguous(memory_format=self._memory_format)
+    def _input(self, x: Tensor) -> Tensor:
+        return self._flip(x).to(device=self.device, dtype=self.dtype).contiguous(memory_format=self._memory_format)
+
+    def _forward(self, x: Tensor, placement: Placement | None = None, **choice: Tensor) -> DerainOutput:
+        extra: dict[str, Any] = dict(choice)
+        if placement is not None:
+            extra["placement"] = placement
         with torch.inference_mode():
-            return self.model(inp) if placement is None else self.model(inp, placement=placement)
+            return self.model(self._input(x), **extra)
+
+    def _choice(self, x: Tensor) -> dict[str, Tensor]:
+        """Decisions a model makes on the whole image (which network of a pair), made once so tiles agree."""
+        route = getattr(self.model, "route", None)
+        if route is None:
+            return {}
+        with torch.inference_mode():
+            return {"heavy": route(self._input(x))}
 
     def run(self, x: Tensor) -> DerainOutput:
         """Every stage and attention map, unclamped, on the input's device; channel order as the input's (RGB).
@@ -119,9 +132,10 @@ class Restorer:
             return self._flip(self._forward(x).image).to(device=x.device, dtype=x.dtype).clamp(0, 1)
         overlap = self.profile.overlap if overlap is None else overlap
         overlap = min(overlap, tile // 2)
+        choice = self._choice(x)
 
         def piece(t: Tensor, placement: Placement | None = None) -> Tensor:
-            return self._flip(self._forward(t, placement).image).to(device=x.device, dtype=torch.float32)
+            return self._flip(self._forward(t, placement, **choice).image).to(device=x.device, dtype=torch.float32)
 
         # The whole-image forward would see ``x`` itself, so the windows' placements are in ``x``'s geometry.
         return run_tiled(piece, x, tile=tile, overlap=overlap, align=self.profile.align,

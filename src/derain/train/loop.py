@@ -80,11 +80,19 @@ def init_weights(model: nn.Module, kind: str) -> None:
 
 
 def warm_start(model: nn.Module, weights: str, name: str) -> None:
-    """Load ``weights`` (a catalog name or a file) into ``model`` strictly; they must be weights of ``name``."""
-    loaded = load_weights(weights)
-    if loaded.model != name:
-        raise InputError(f"model.weights={weights!r} holds {loaded.model!r} weights, not {name!r}")
-    model.load_state_dict(loaded.build().state_dict())
+    """Load ``weights`` (a catalog name or a file; ``NAME:light`` / ``NAME:heavy`` for one network of a pair such
+    as derain.default) into ``model`` strictly; they must be weights of ``name``."""
+    source, _, part = weights.rpartition(":") if weights.endswith((":light", ":heavy")) else (weights, "", "")
+    loaded = load_weights(source)
+    built = loaded.build()
+    kind = loaded.model
+    if part:
+        if not hasattr(built, part):
+            raise InputError(f"model.weights={weights!r}: {loaded.model!r} weights have no {part!r} network")
+        built, kind = getattr(built, part), "prn"
+    if kind != name:
+        raise InputError(f"model.weights={weights!r} holds {kind!r} weights, not {name!r}")
+    model.load_state_dict(built.state_dict())
 
 
 def _datasets(cfg: Config, seed: int) -> tuple[Dataset, list[tuple[Tensor, Tensor]]]:

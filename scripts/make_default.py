@@ -1,0 +1,93 @@
+"""Build ``derain.default`` (a ``prn_pair``) from a light-rain and a heavy-rain PRN, fitting its router.
+
+The router is a linear classifier on :func:`derain.archs.prenet.rain_features`, fitted (logistic regression,
+L-BFGS, a small L2 penalty) on synthetic rain only: 200 BSDS500 training photos (never the 8 held out for
+validation, never the 91 Rain100 ground truths), each with light and with heavy rain of the shipped styles at
+fixed seeds. It then reports how it routes the real Rain100L/H inputs (a check, never used to fit).
+
+    python scripts/make_default.py --light ~/derain-runs/long/light/weights.safetensors \\
+        --heavy ~/derain-runs/long/heavy/weights.safetensors -o src/derain/assets/weights/derain.default.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import derain
+from derain.archs.prenet import rain_features
+from derain.data import PairedFolder
+from derain.data.sets import resolve_images
+from derain.data.synthetic import add_rain, generator, load_textures
+from derain.data.training import clean_files
+from derain.io import read_image
+from derain.weights.store import write_weights
+
+
+def synthetic_features(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    root, never = resolve_images("bsds500")
+    files = clean_files(root, drop=never)[8:8 + count]  # the first 8 are training's validation photos
+    textures = load_textures(resolve_images("rain_streaks")[0])
+    feats, labels = [], []
+    for k, path in enumerate(files):
+        clean = read_image(path).image[0]
+        for label, style in ((0.0, "light"), (1.0, "heavy")):
+            rainy, _ = add_rain(clean, style=style, g=generator("router", k, style), textures=textures)
+            feats.append(rain_features(rainy[None])[0])
+            labels.append(label)
+    return torch.stack(feats), torch.tensor(labels)
+
+
+def fit_router(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    mean, scale = x.mean(0), x.std(0)
+    z = (x - mean) / scale
+    w = torch.zeros(x.shape[1], requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=200)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(z @ w + b, y) + 1e-3 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return {"router_mean": mean, "router_scale": scale, "router_weight": w.detach(), "router_bias": b.detach()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--light", required=True)
+    parser.add_argument("--heavy", required=True)
+    parser.add_argument("-o", "--output", type=Path, required=True)
+    parser.add_argument("--photos", type=int, default=200)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    x, y = synthetic_features(args.photos)
+    router = fit_router(x, y)
+    pair = derain.create_model("prn_pair")
+    pair.light.load_state_dict(derain.weights.load_weights(args.light).build().state_dict())
+    pair.heavy.load_state_dict(derain.weights.load_weights(args.heavy).build().state_dict())
+    for name, value in router.items():
+        getattr(pair, name).copy_(value)
+    z = (x - router["router_mean"]) / router["router_scale"]
+    accuracy = float((((z @ router["router_weight"] + router["router_bias"]) > 0).float() == y).float().mean())
+    print(f"router fitted on {len(y)} synthetic images: {accuracy:.1%} routed right")
+    checks = {}
+    for name, heavy in (("rain100L", False), ("rain100H", True)):
+        data = PairedFolder(name)
+        right = sum(bool(pair.route(data[i].rainy[None])[0]) == heavy for i in range(len(data)))
+        checks[name] = f"{right}/{len(data)}"
+        print(f"{name}: {right}/{len(data)} images routed to the {'heavy' if heavy else 'light'} network (check only)")
+    write_weights(args.output, model="prn_pair", options={}, state_dict=pair.state_dict(), name="derain.default",
+                  extra={"router": json.dumps({"synthetic_accuracy": round(accuracy, 4), **checks})})
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
