@@ -1,6 +1,6 @@
 """JDNet — joint self-attention, scale aggregation and self-calibrated convolution (Wang et al., ACM MM 2020).
 
-Official class ``ODE_DerainNet`` (Ohraincu/JDNet, ``code/base/*/config/model.py``; ``../shared/specs/jdnet.md``):
+Official class ``ODE_DerainNet`` (Ohraincu/JDNet, ``code/base/*/config/model.py``; Wang et al., ACM MM 2020):
 a 3x3 entry convolution, 32 *joint units* chained with dense 1x1 fusion (unit i sees the previous fused output;
 the fusion after it sees the entry features and every unit output so far), a 3x3 exit convolution followed by a
 LeakyReLU that predicts the rain layer R, and the output ``O - R``. A joint unit is

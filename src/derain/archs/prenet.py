@@ -1,7 +1,7 @@
 """PReNet and its family (Ren et al., CVPR 2019): one class for every official variant.
 
 The official code has seven near-copies of one network; here they are constructor arguments
-(see ``../shared/specs/prenet.md`` and :data:`PRESETS`):
+(csdwren/PReNet; see :data:`PRESETS`):
 
 ========================  ==================================================================
 preset                    constructor arguments

@@ -4,7 +4,7 @@ Six weight-shared stages. Each stage takes ``concat[O, X_{t-1}]``, builds a diff
 features (3 octaves x 5 DoG layers), gates average-pooled features (1/4, 1/2, 1) with a sigmoid attention computed
 from the DoG of the same scale, carries one ConvLSTM per scale from stage to stage, fuses coarse to fine and
 predicts the rain layer ``R_t``; the stage output is ``X_t = O - R_t``. Follows the official code
-(``../shared/specs/sian.md``); module names reproduce the official state_dict keys (including the unused
+(pangbo1997/RainRemoval); module names reproduce the official state_dict keys (including the unused
 ``body.conv_m`` block, kept so the released checkpoints load strictly).
 
 Input and output are RGB in [0, 1]; outputs are not clamped.

@@ -1,6 +1,6 @@
 """SPANet — spatial attentive network (Wang et al., CVPR 2019).
 
-Follows the official code (stevewongv/SPANet ``SPANet.py``; ``../shared/specs/spanet.md``): a 3x3 entry convolution,
+Follows the official code (stevewongv/SPANet ``SPANet.py``; Wang et al., CVPR 2019): a 3x3 entry convolution,
 17 residual bottlenecks (1x1, dilated 3x3, 1x1; no biases), and one spatial attentive module (SAM) shared by the
 four groups of three blocks after the third: each group first recomputes the attention mask from the current
 features and then uses ``f = relu(block(f) * mask + f)``. A SAM is two IRNN layers (four directional ReLU

@@ -3,7 +3,7 @@
 Layouts:
 
 ``rain-norain``
-    ``root/rain/NAME`` + ``root/norain/NAME``, equal file names (the layout of ../shared/data).
+    ``root/rain/NAME`` + ``root/norain/NAME``, equal file names (the layout of derain's named data sets).
 ``prenet``
     PReNet: ``root/rainy/rain-K.png`` + ``root/norain-K.png`` (test sets), or the flat training layout
     ``root/rain-K.png`` + ``root/norain-K.png``.

@@ -12,7 +12,7 @@ Two styles are modelled on the benchmarks (see :data:`STYLES`):
 
 A streak layer is procedural (sparse random drops, a slight Gaussian widening, a motion-blur line kernel at the
 layer's angle, a gain) or, when streak textures are given (the Garg & Nayar database in
-``../shared/data/rain_streaks``), a random crop of a texture, flipped and rotated to the image's direction.
+the ``rain_streaks`` data set), a random crop of a texture, flipped and rotated to the image's direction.
 Layers combine additively with the (hazed) background and the result is clipped to [0, 1], the way the
 Rain100 sets were made. The mask marks pixels where the streak layer adds more than ``mask_threshold``.
 

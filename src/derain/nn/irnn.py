@@ -7,7 +7,7 @@ One sweep along ``dim`` computes, for every batch item, channel ``c`` and positi
 
 with a scalar weight ``w_c`` and bias ``b_c`` per channel (``Spacial_IRNN`` of stevewongv/SPANet, whose CUDA kernel
 applies the ReLU to the boundary element; the pure-PyTorch IRNN committed with the released checkpoint did not,
-``../shared/specs/spanet.md`` §1.2).
+the official CUDA kernel, README "SPANet and JDNet").
 
 Two implementations, equal up to rounding, both plain torch ops (gradients come from autograd; CPU and CUDA):
 
