@@ -94,3 +94,25 @@ def test_bad_eval_input_is_one_line_error(tmp_path: Path, case: str) -> None:
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     assert expected in lines[0]
+
+
+def test_choices_come_from_the_library(capsys: pytest.CaptureFixture) -> None:
+    """No vocabulary of its own: the CLI's help lists the library's tuples, and a bad value is one line naming them."""
+    import typer
+
+    from derain.cli import app
+    from derain.cli import main as cli
+    from derain.data.paired import LAYOUTS
+    from derain.data.synthetic import STYLE_NAMES
+    from derain.inference.restorer import DEVICES
+    from derain.metrics import protocol_names
+
+    group = typer.main.get_command(app)
+    helps = {(c, p.name): p.help or "" for c, cmd in group.commands.items() for p in cmd.params}  # type: ignore[attr-defined]
+    for key, valid in ((("eval", "protocol"), protocol_names()), (("eval", "layout"), LAYOUTS),
+                       (("run", "device"), DEVICES), (("synth", "style"), STYLE_NAMES)):
+        assert "|".join(valid) in helps[key], (key, helps[key])
+    assert cli(["eval", "-w", "derain.default", "-d", "rain100L", "--protocol", "nope"]) == 1
+    assert "--protocol 'nope' is not one of matlab-y" in capsys.readouterr().err
+    assert cli(["run", "x.png", "-o", "out", "--device", "tpu"]) == 1
+    assert f"--device 'tpu' is not one of {', '.join(DEVICES)}" in capsys.readouterr().err

@@ -11,14 +11,17 @@ import signal
 import subprocess
 import sys
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 import derain
+from derain.data.paired import LAYOUTS
+from derain.data.synthetic import STYLE_NAMES
 from derain.errors import DerainError
+from derain.inference.restorer import DEVICES
+from derain.metrics import QUANTIZE_MODES, protocol_names
 
 
 def _usage_errors() -> tuple[type[Exception], ...]:
@@ -39,6 +42,20 @@ def _usage_errors() -> tuple[type[Exception], ...]:
 
 _USAGE_ERRORS = _usage_errors()
 
+# Choices come from the library's own vocabularies (one source of truth; tests/test_cli.py checks the help).
+EXPORT_FORMATS = ("onnx",)
+
+
+def _one_of(value: str, valid: tuple[str, ...] | list[str], option: str) -> str:
+    if value not in valid:
+        raise derain.InputError(f"{option} {value!r} is not one of {', '.join(valid)}")
+    return value
+
+
+def _choices(valid: tuple[str, ...] | list[str]) -> str:
+    return "|".join(valid)
+
+
 app = typer.Typer(
     name="derain",
     help="Single-image rain removal: JDNet, SIAN, SPANet, PReNet; MATLAB-exact evaluation.",
@@ -46,33 +63,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-class Protocol(str, Enum):
-    matlab_y = "matlab-y"
-    torch_rgb = "torch-rgb"
-    skimage_legacy = "skimage-legacy"
-
-
-class Quantize(str, Enum):
-    floor = "floor"
-    round = "round"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
-
-
-class Layout(str, Enum):
-    auto = "auto"
-    rain_norain = "rain-norain"
-    prenet = "prenet"
-    sian = "sian"
-    jdnet = "jdnet"
-    list = "list"
 
 
 class _Progress:
@@ -122,16 +112,17 @@ def eval_command(
     weights: Annotated[str, typer.Option("--weights", "-w", help="Catalog name or checkpoint path.")],
     data: Annotated[str, typer.Option("--data", "-d", help="Paired dataset folder, list file, or a data set's "
                                                            "name (rain100L, rain100H: fetched on first use).")],
-    protocol: Annotated[Protocol, typer.Option(help="Metric protocol of the paper to reproduce.")] = Protocol.matlab_y,
-    quantize: Annotated[Quantize | None, typer.Option(
+    protocol: Annotated[str, typer.Option(help=f"Metric protocol of the paper to reproduce: "
+                                               f"{_choices(protocol_names())}.")] = "matlab-y",
+    quantize: Annotated[str | None, typer.Option(
         help="8-bit conversion before measuring (matlab-y): floor as PReNet saves, round as SIAN; "
              "default: the weights' own.")] = None,
     downsample: Annotated[bool, typer.Option(help="PReNet ssim.m's automatic down-sampling step.")] = False,
-    layout: Annotated[Layout, typer.Option(help="Dataset layout.")] = Layout.auto,
+    layout: Annotated[str, typer.Option(help=f"Dataset layout: {_choices(LAYOUTS)}.")] = "auto",
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate the first N pairs (sorted).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write per-image rows and means here.")] = None,
     save_images: Annotated[Path | None, typer.Option(help="Save the measured outputs into this folder.")] = None,
-    device: Annotated[Device, typer.Option(help="Where to run the model.")] = Device.auto,
+    device: Annotated[str, typer.Option(help=f"Where to run the model: {_choices(DEVICES)}.")] = "auto",
     scale: Annotated[str, typer.Option(help="Working scale: 1 (default: the papers' measurement), a whole number, "
                                             "or auto (derain run's default).")] = "1",
 ) -> None:
@@ -139,10 +130,13 @@ def eval_command(
     from derain.inference.scale import check_scale
 
     working = check_scale(scale)
-    dataset = derain.data.PairedFolder(data, layout=layout.value, limit=limit)
-    restorer = derain.load(weights, device=device.value)
+    _one_of(protocol, protocol_names(), "--protocol")
+    if quantize is not None:
+        _one_of(quantize, QUANTIZE_MODES, "--quantize")
+    dataset = derain.data.PairedFolder(data, layout=_one_of(layout, LAYOUTS, "--layout"), limit=limit)
+    restorer = derain.load(weights, device=_one_of(device, DEVICES, "--device"))
     report = derain.evaluate(
-        restorer, dataset, protocol=protocol.value, quantize=quantize.value if quantize else None,
+        restorer, dataset, protocol=protocol, quantize=quantize,
         downsample=downsample, save_images=save_images, progress=_Progress("eval"), scale=working,
     )
     typer.echo(report.table())
@@ -165,19 +159,13 @@ def convert_command(
                f"{weights.channel_order.upper()}, {len(weights.state_dict)} tensors)")
 
 
-class Style(str, Enum):
-    light = "light"
-    heavy = "heavy"
-    mixed = "mixed"
-
-
 @app.command("run")
 def run_command(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive) or glob patterns.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (or a file name for one input).")],
     weights: Annotated[str, typer.Option("--weights", "-w", help="Catalog name or checkpoint path.")]
     = derain.DEFAULT_WEIGHTS,
-    device: Annotated[Device, typer.Option(help="Where to run the model.")] = Device.auto,
+    device: Annotated[str, typer.Option(help=f"Where to run the model: {_choices(DEVICES)}.")] = "auto",
     half: Annotated[bool, typer.Option(help="float16 on a GPU (faster, slightly less exact).")] = False,
     tile: Annotated[int | None, typer.Option(min=8, help="Run in TILE x TILE windows (default: only when the "
                                                          "image would not fit in memory).")] = None,
@@ -207,7 +195,7 @@ def run_command(
     working = check_scale(scale)
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    where = device.value
+    where = _one_of(device, DEVICES, "--device")
     if world > 1 and where in ("auto", "cuda") and torch.cuda.is_available():
         where = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     restorer = derain.load(weights, device=where)
@@ -230,22 +218,19 @@ def run_command(
         raise typer.Exit(1)
 
 
-class ExportFormat(str, Enum):
-    onnx = "onnx"
-
-
 @app.command("export")
 def export_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output file (.onnx).")],
     weights: Annotated[str, typer.Option("--weights", "-w", help="Catalog name or checkpoint path.")]
     = derain.DEFAULT_WEIGHTS,
-    fmt: Annotated[ExportFormat, typer.Option("--format", help="Export format.")] = ExportFormat.onnx,
+    fmt: Annotated[str, typer.Option("--format", help=f"Export format: {_choices(EXPORT_FORMATS)}.")] = "onnx",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
 ) -> None:
     """Export a model with its weights to ONNX: RGB in [0, 1], dynamic batch, height and width."""
     from derain.inference.export import export_onnx
 
     start = time.perf_counter()
+    _one_of(fmt, EXPORT_FORMATS, "--format")
     out = export_onnx(weights, output, overwrite=overwrite)
     typer.echo(f"{weights} -> {out} ({out.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - start:.0f} s); "
                "input 'input' (N, 3, H, W) RGB in [0, 1], output 'output'")
@@ -257,11 +242,12 @@ def demo_command(
     = Path("derain-demo"),
     weights: Annotated[str, typer.Option("--weights", "-w", help="Catalog name or checkpoint path.")]
     = derain.DEFAULT_WEIGHTS,
-    device: Annotated[Device, typer.Option(help="Where to run the model.")] = Device.auto,
+    device: Annotated[str, typer.Option(help=f"Where to run the model: {_choices(DEVICES)}.")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace the demo's files if they exist.")] = False,
 ) -> None:
     """Derain the bundled sample image with the bundled default model (or --weights)."""
-    r = derain.inference.run_demo(output, weights=weights, device=device.value, overwrite=overwrite)
+    r = derain.inference.run_demo(output, weights=weights, device=_one_of(device, DEVICES, "--device"),
+                                  overwrite=overwrite)
     typer.echo(f"{r.weights}: derained the bundled sample in {r.seconds:.2f} s")
     typer.echo(f"  PSNR/SSIM (Y) vs the clean original: rainy {r.psnr_before:.2f} dB / {r.ssim_before:.4f} -> "
                f"derained {r.psnr_after:.2f} dB / {r.ssim_after:.4f}")
@@ -273,7 +259,8 @@ def synth_command(
     clean_dir: Annotated[str, typer.Argument(help="Folder of clean images, or a data set's name (bsds500: its "
                                                   "Rain100 ground truths left out).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (rain/, norain/, mask/).")],
-    style: Annotated[Style, typer.Option(help="light (Rain100L-like), heavy (Rain100H-like) or mixed.")] = Style.light,
+    style: Annotated[str, typer.Option(help=f"Rain style: {_choices(STYLE_NAMES)} (light is Rain100L-like, heavy "
+                                            "Rain100H-like).")] = "light",
     seed: Annotated[int, typer.Option(help="Seed: the same seed and file name give the same rain.")] = 0,
     textures: Annotated[str | None, typer.Option(
         help="Rain-streak textures (black background) mixed with the procedural streaks: a folder or a data "
@@ -292,9 +279,9 @@ def synth_command(
     folder, never = resolve_images(clean_dir)
     skip = frozenset(never | (read_exclusions(exclude) if exclude is not None else set()))
     start = time.perf_counter()
-    written = synthesize_folder(folder, output, style=style.value, seed=seed, textures=streaks, limit=limit,
-                                overwrite=overwrite, exclude=skip)
-    typer.echo(f"{len(written)} rainy/clean pairs ({style.value}, seed {seed}) in {output} "
+    written = synthesize_folder(folder, output, style=_one_of(style, STYLE_NAMES, "--style"), seed=seed,
+                                textures=streaks, limit=limit, overwrite=overwrite, exclude=skip)
+    typer.echo(f"{len(written)} rainy/clean pairs ({style}, seed {seed}) in {output} "
                f"({time.perf_counter() - start:.1f} s)")
 
 
@@ -415,13 +402,14 @@ def web_command(
     weights: Annotated[list[str] | None, typer.Option("--weights", "-w", help="Catalog name or checkpoint path "
                                                       "offered on the page (repeatable; default: derain.default).")]
     = None,
-    device: Annotated[Device, typer.Option(help="Where to run the model.")] = Device.auto,
+    device: Annotated[str, typer.Option(help=f"Where to run the model: {_choices(DEVICES)}.")] = "auto",
     host: Annotated[str, typer.Option(help="Address the page listens on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the page.")] = 8000,
     no_browser: Annotated[bool, typer.Option("--no-browser", help="Serve the page without opening a tab.")] = False,
 ) -> None:
     """A local web page to derain your images in the browser (extra "web")."""
-    command = [sys.executable, "-m", "derain.web", "serve", "--device", device.value, "--host", host, "--port",
+    where = _one_of(device, DEVICES, "--device")
+    command = [sys.executable, "-m", "derain.web", "serve", "--device", where, "--host", host, "--port",
                str(port)]
     for name in weights or []:
         command += ["--weights", name]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,7 @@ from torch import Tensor
 from derain.errors import InputError
 
 QuantizeMode = Literal["floor", "round"]
+QUANTIZE_MODES: tuple[str, ...] = get_args(QuantizeMode)
 
 # MATLAB rgb2ycbcr on doubles: Y = T(1,:)/255 * [R; G; B] + 16/255 with T(1,:) = [65.481 128.553 24.966].
 _Y_WEIGHTS = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
