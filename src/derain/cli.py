@@ -185,7 +185,6 @@ def run_command(
                                             "full resolution.")] = "auto",
 ) -> None:
     """Derain images: files, folders (mirrored), globs. torchrun --nproc_per_node=N -m derain run ... splits them."""
-    import os
 
     import torch
 
@@ -194,16 +193,16 @@ def run_command(
 
     working = check_scale(scale)
 
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    from derain.train.distributed import launch
+
+    process = launch()
+    rank, world = process.rank, process.world
     where = _one_of(device, DEVICES, "--device")
     if world > 1 and where in ("auto", "cuda") and torch.cuda.is_available():
-        where = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        where = f"cuda:{process.local_rank}"
     restorer = derain.load(weights, device=where)
     if half:
-        if restorer.device.type != "cuda":
-            raise derain.InputError("--half needs a CUDA GPU; on the CPU run in float32 (leave out --half)")
-        restorer = derain.Restorer(restorer.model.float(), name=restorer.name, channel_order=restorer.channel_order,
-                                   device=restorer.device, dtype=torch.float16, weights=restorer.weights)
+        restorer = restorer.to(torch.float16)
     options = RunOptions(format=fmt, quality=quality, tile=tile, overlap=overlap, save_stages=save_stages,
                          save_attention=save_attention, compare=compare, overwrite=overwrite, scale=working)
 

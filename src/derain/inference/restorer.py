@@ -67,6 +67,13 @@ class Restorer:
     def __repr__(self) -> str:
         return f"Restorer({self.name!r}, device={self.device}, dtype={self.dtype})"
 
+    def to(self, dtype: torch.dtype) -> Restorer:
+        """The same weights computing in ``dtype`` (``torch.float16``: GPUs only, faster, slightly less exact)."""
+        if dtype == torch.float16 and self.device.type != "cuda":
+            raise InputError("float16 (--half) needs a CUDA GPU; on the CPU run in float32 (leave out --half)")
+        return Restorer(self.model.float(), name=self.name, channel_order=self.channel_order, device=self.device,
+                        dtype=dtype, weights=self.weights)
+
     def _flip(self, x: Tensor) -> Tensor:
         return x.flip(1) if self.channel_order == "bgr" else x
 

@@ -26,12 +26,30 @@ class Context:
         return self.world > 1
 
 
-def setup(device: torch.device) -> Context:
-    """Join the process group that ``torchrun`` describes in the environment (WORLD_SIZE > 1), if any."""
+@dataclass(frozen=True)
+class Launch:
+    """What ``torchrun`` tells a process about itself (one process on its own: rank 0 of 1)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+
+def launch() -> Launch:
+    """The one reader of torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
+        return Launch()
+    return Launch(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def setup(device: torch.device) -> Context:
+    """Join the process group that ``torchrun`` describes in the environment (WORLD_SIZE > 1), if any."""
+    where = launch()
+    world = where.world
+    if world <= 1:
         return Context(0, 1, 0, device)
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, local_rank = where.rank, where.local_rank
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
