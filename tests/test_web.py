@@ -287,3 +287,52 @@ def test_derain_web_serves_the_page() -> None:
     bad = subprocess.run([*command[:-2], "--weights", "no-such-weights"], capture_output=True, text=True,
                          timeout=120, check=False)
     assert bad.returncode == 1 and "no-such-weights" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_web_api_under_load(web_app, tmp_path: Path) -> None:
+    """40 requests from 8 concurrent clients: varied sizes, corrupt files, one over the size limit. Every answer is
+    right (results identical to derain.load()(image)), memory stays bounded (one model, one image at a time) and the
+    server still serves afterwards."""
+    import resource
+    from concurrent.futures import ThreadPoolExecutor
+
+    import derain
+    from derain.io import read_image, write_image
+    from derain.web.app import MAX_UPLOAD
+
+    sample = read_image(derain.sample_paths()[0]).image
+    restorer = derain.load(device="cpu")
+    cases = []  # (name, bytes, expected status, expected image or None)
+    for k in range(40):
+        if k % 10 == 3:
+            cases.append((f"bad{k}.png", b"\x89PNG\r\n\x1a\n" + bytes(k), 400, None))
+            continue
+        if k == 17:
+            cases.append(("huge.png", bytes(MAX_UPLOAD + 1), 400, None))
+            continue
+        h, w = 24 + 7 * (k % 9), 32 + 11 * (k % 7)
+        crop = sample[..., k:k + h, 2 * k:2 * k + w].contiguous()
+        path = tmp_path / f"in{k}.png"
+        write_image(path, crop)
+        data = path.read_bytes()
+        write_image(tmp_path / f"want{k}.png", restorer(read_image(path).image))
+        cases.append((f"in{k}.png", data, 200, read_image(tmp_path / f"want{k}.png").image))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    with serve_app(web_app) as base:
+        def send(case):
+            name, data, _, _ = case
+            return _upload(f"{base}/api/derain?name={name}", data)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(send, cases))
+        for (name, _, status, want), (got_status, body) in zip(cases, answers, strict=True):
+            assert got_status == status, (name, got_status, body[:200])
+            if want is not None:
+                (tmp_path / "got.png").write_bytes(body)
+                assert torch.equal(read_image(tmp_path / "got.png").image, want), name
+            elif name == "huge.png":
+                assert "over this page's 64 MB limit" in json.loads(body)["detail"]
+        status, _ = _upload(f"{base}/api/derain?name=again.png", (tmp_path / "in0.png").read_bytes())
+        assert status == 200  # still serving
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20 - before
+    assert grown < 2.0, f"peak memory grew by {grown:.2f} GiB"
