@@ -22,17 +22,22 @@ from pathlib import Path
 import torch
 
 from derain.data.realrain import TemporalHistogram, clean_from_frames
-from derain.data.synthetic import STYLES, add_rain, generator
+from derain.data.synthetic import RainStyle, StreakParams, add_rain, generator
 from derain.data.training import center_crop, clean_files
 from derain.io import read_image
 from derain.metrics import psnr
 
 SHARED = Path(os.environ.get("DERAIN_SHARED", Path(__file__).resolve().parent.parent.parent / "shared"))
-LIGHT, HEAVY = STYLES["light"], STYLES["heavy"]
+# The rain of these synthetic videos is fixed here (the first light and heavy styles), so that the training styles'
+# calibration (derain.data.synthetic.STYLES) never moves this measurement.
+_STREAKS = StreakParams(density=(0.003, 0.006), length=(8, 24), width=(0.0, 0.4), gain=(0.35, 0.75), spread=0.0)
+_DENSE = StreakParams(density=(0.0015, 0.004), length=(20, 45), width=(0.3, 0.9), gain=(0.4, 0.8), spread=12.0)
+_NORMAL = RainStyle(layers=(1, 1), angle=25.0, streaks=_STREAKS, haze=(0.0, 0.0), light=(0.8, 0.9), texture_chance=0.0)
 KINDS = {
-    "sparse": replace(LIGHT, streaks=replace(LIGHT.streaks, density=(0.0005, 0.001)), texture_chance=0.0),
-    "normal": replace(LIGHT, streaks=replace(LIGHT.streaks, density=(0.003, 0.006)), texture_chance=0.0),
-    "dense": replace(HEAVY, haze=(0.0, 0.0), texture_chance=0.0),
+    "sparse": replace(_NORMAL, streaks=replace(_STREAKS, density=(0.0005, 0.001))),
+    "normal": _NORMAL,
+    "dense": RainStyle(layers=(2, 3), angle=20.0, streaks=_DENSE, haze=(0.0, 0.0), light=(0.75, 0.95),
+                       texture_chance=0.0),
 }
 
 
