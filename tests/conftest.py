@@ -32,6 +32,11 @@ def _shared_root() -> Path:
     return Path(os.environ.get("DERAIN_SHARED", REPO.parent / "shared")).resolve()
 
 
+# The library finds a local copy of a data set only through $DERAIN_SHARED (it never guesses ../shared), so the
+# tests' default (../shared beside the repository) is exported for it and for the scripts the tests start.
+os.environ["DERAIN_SHARED"] = str(_shared_root())
+
+
 def require_shared(*parts: str) -> Path:
     """Return ``$DERAIN_SHARED/<parts>``; skip (or fail under DERAIN_REQUIRE_SHARED=1) when it is missing."""
     path = _shared_root().joinpath(*parts)

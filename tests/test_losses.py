@@ -40,7 +40,9 @@ def test_named_losses() -> None:
     assert torch.allclose(get_loss("spanet")(o, clean, mask), expected)
     assert torch.equal(get_loss("l1")(o, clean, mask), F.l1_loss(s2, clean))
     assert torch.equal(get_loss("mse")(o, clean, mask), F.mse_loss(s2, clean))
-    assert set(LOSSES) == {"neg_ssim", "neg_ssim_stages", "spanet", "l1", "mse"}
+    assert torch.allclose(get_loss("l1_ssim")(o, clean, mask),
+                          F.l1_loss(s2, clean) + 1 - ssim(s2, clean, data_range=1.0, padding="same").mean())
+    assert set(LOSSES) == {"neg_ssim", "neg_ssim_stages", "spanet", "l1_ssim", "l1", "mse"}
 
 
 def test_losses_have_gradients() -> None:
