@@ -24,14 +24,11 @@ from pathlib import Path
 import torch
 
 import derain
-from derain.archs import get_entry
+from derain.archs import get_family
 from derain.losses import get_loss
 from derain.train.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
-SMALL = {"prenet": {"stages": 2, "channels": 8}, "sian": {"stages": 2, "channels": 8}, "spanet": {"channels": 8},
-         "jdnet": {"units": 2}}
-
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -53,7 +50,7 @@ def amp_steps(name: str, device: torch.device, steps: int, dry: bool) -> str:
     overrides = ["data.crop=32", "data.batch=2", "data.val_count=1"] if dry else []
     cfg = load_config(ROOT / "configs" / f"{name}.yaml", overrides)
     if dry:
-        cfg.model.options = {**SMALL[get_entry(cfg.model.name).family], **cfg.model.options}
+        cfg.model.options = {**get_family(cfg.model.name).small, **cfg.model.options}
     torch.manual_seed(0)
     model = derain.create_model(cfg.model.name, **cfg.model.options)
     init_weights(model, cfg.model.init)
@@ -84,7 +81,7 @@ def amp_steps(name: str, device: torch.device, steps: int, dry: bool) -> str:
 
 def half_vs_float(name: str, device: torch.device, size: tuple[int, int], dry: bool) -> str:
     torch.manual_seed(0)
-    options = SMALL[get_entry(name).family] if dry else {}
+    options = get_family(name).small if dry else {}
     model = derain.create_model(name, **options)
     x = torch.rand(1, 3, *size)
     full = derain.Restorer(model, name=name, device=device)(x, scale=1)
@@ -96,7 +93,7 @@ def half_vs_float(name: str, device: torch.device, size: tuple[int, int], dry: b
 
 def throughput(name: str, device: torch.device, size: tuple[int, int], dtype: torch.dtype, dry: bool) -> float:
     torch.manual_seed(0)
-    options = SMALL[get_entry(name).family] if dry else {}
+    options = get_family(name).small if dry else {}
     restorer = derain.Restorer(derain.create_model(name, **options), name=name, device=device, dtype=dtype)
     x = torch.rand(1, 3, *size, device=device, dtype=dtype)
     restorer(x, scale=1)

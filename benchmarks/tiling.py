@@ -3,7 +3,7 @@
 For each model family (official weights where they exist, random weights for JDNet: no checkpoint is
 available), a Rain100H image (481x321) is derained whole and in ``--tile`` windows for several overlaps; prints
 the largest and the 99.9th-percentile absolute difference (in 8-bit levels) and marks the smallest overlap whose
-largest difference is at most 2/255, beside the default overlap in ``derain.inference.profiles``.
+largest difference is at most 2/255, beside the default overlap its family declares (``derain.archs.FAMILIES``).
 
     python benchmarks/tiling.py [--tile 160] [--families prenet sian spanet jdnet] [--overlaps 0 32 64]
 """
@@ -11,18 +11,16 @@ largest difference is at most 2/255, beside the default overlap in ``derain.infe
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import torch
 
 import derain
-from derain.inference.profiles import PROFILES
+from derain.archs import FAMILIES
+from derain.data.sets import resolve_folder
 from derain.io import read_image
 
-SHARED = Path(os.environ.get("DERAIN_SHARED", Path(__file__).resolve().parent.parent.parent / "shared"))
-WEIGHTS = {"prenet": "prenet/Rain100H/PReNet6/net_latest.pth", "sian": "sian/rain100h.pth",
-           "spanet": "spanet/latest.pth", "jdnet": None}
+WEIGHTS = {"prenet": "prenet.rain100h", "sian": "sian.rain100h", "spanet": "spanet.real", "jdnet": None}
 OVERLAPS = (0, 16, 32, 48, 64, 80, 96, 128)
 
 
@@ -31,8 +29,9 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=160)
     parser.add_argument("--families", nargs="+", default=list(WEIGHTS))
     parser.add_argument("--overlaps", type=int, nargs="+", default=list(OVERLAPS))
-    parser.add_argument("--image", type=Path, default=SHARED / "data" / "rain100H" / "rain" / "001.png")
+    parser.add_argument("--image", type=Path, default=None, help="default: Rain100H's 001.png")
     args = parser.parse_args()
+    args.image = args.image or resolve_folder("rain100H") / "rain" / "001.png"
     x = read_image(args.image).image
     print(f"image {args.image.name} {x.shape[3]}x{x.shape[2]}, tile {args.tile}; differences in 8-bit levels")
     print(f"{'family':<8} {'overlap':>7} {'max':>7} {'p99.9':>7}")
@@ -42,7 +41,7 @@ def main() -> None:
             torch.manual_seed(0)
             restorer = derain.Restorer(derain.create_model(family), name=f"{family} (random weights)", device="cpu")
         else:
-            restorer = derain.load(SHARED / "weights" / "official" / path, device="cpu")
+            restorer = derain.load(path, device="cpu")
         whole = restorer(x)
         found = None
         for overlap in args.overlaps:
@@ -53,7 +52,7 @@ def main() -> None:
             ok = worst <= 2.0
             found = overlap if ok and found is None else found
             print(f"{family:<8} {overlap:>7} {worst:>7.2f} {p999:>7.3f}{'  <= 2/255' if ok else ''}")
-        print(f"{family:<8} smallest overlap within 2/255: {found}; default overlap: {PROFILES[family].overlap}")
+        print(f"{family:<8} smallest overlap within 2/255: {found}; default overlap: {FAMILIES[family].overlap}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import derain
-from derain.archs import MODELS, ModelEntry, _table, create_model
+from derain.archs import FAMILIES, MODELS, Family, Preset, _table, create_model, family_of, get_family
 from derain.types import DerainOutput
 
 # Official parameter counts (specs/prenet.md, specs/sian.md).
@@ -68,9 +68,37 @@ def test_bad_option_is_an_input_error() -> None:
 
 
 def test_duplicate_registry_name_raises() -> None:
-    entry = ModelEntry("x", torch.nn.Identity)
+    a = Family(name="a", presets=(Preset("x", torch.nn.Identity),), overlap=0, bytes_per_pixel=1.0)
+    b = Family(name="b", presets=(Preset("x", torch.nn.Identity),), overlap=0, bytes_per_pixel=1.0)
     with pytest.raises(ValueError, match="duplicate"):
-        _table((entry, entry))
+        _table({"a": a, "b": b})
+
+
+def test_every_model_has_one_family_that_knows_its_class() -> None:
+    for name, entry in MODELS.items():
+        family = FAMILIES[entry.family]
+        assert get_family(name) is family and name in {p.name for p in family.presets}
+        model = create_model(name, **family.small)
+        assert family_of(model) is family
+    assert {f.name for f in FAMILIES.values()} == set(FAMILIES)
+    # no class belongs to two families
+    classes = [c for f in FAMILIES.values() for c in f.classes]
+    assert len(classes) == len(set(classes))
+
+
+def test_unknown_architecture_is_refused_never_guessed() -> None:
+    with pytest.raises(derain.DerainError, match="not a registered architecture"):
+        family_of(torch.nn.Conv2d(3, 3, 3))
+    with pytest.raises(derain.DerainError, match="not a registered architecture"):
+        derain.Restorer(torch.nn.Conv2d(3, 3, 3), name="conv", device="cpu")
+    with pytest.raises(derain.DerainError, match="unknown architecture 'toy'"):
+        get_family("toy")
+
+
+def test_every_family_has_a_checkpoint_detector() -> None:
+    from derain.weights.convert import _DETECTORS
+
+    assert set(_DETECTORS) == set(FAMILIES)
 
 
 def test_list_models_matches_registry() -> None:

@@ -23,12 +23,9 @@ from derain.weights.store import LoadedWeights
 ort = pytest.importorskip("onnxruntime", reason='export tests need the export extra: pip install "derain[export]"')
 pytest.importorskip("onnxscript", reason='export tests need the export extra: pip install "derain[export]"')
 
-SMALL = {"prenet": {"stages": 2, "channels": 8}, "sian": {"stages": 2, "channels": 8}, "spanet": {"channels": 8},
-         "jdnet": {"units": 2}}  # JDNet's attention needs channels in multiples of 32
-
 
 def _small_options(name: str) -> dict[str, object]:
-    return dict(SMALL[derain.archs.get_entry(name).family])
+    return dict(derain.archs.get_family(name).small)
 
 
 @pytest.mark.parametrize("name", derain.list_models())

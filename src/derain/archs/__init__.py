@@ -1,6 +1,8 @@
-"""The architecture registry: a literal table of model names, each a constructor plus preset arguments.
+"""The architecture registry: a literal tuple of families (one per ``archs/<family>.py``, see
+:mod:`derain.archs.spec`), and the table of model names their presets define.
 
-``create_model("prenet_r")`` is ``PReNet(recursive=True)``. Unknown names raise with the list of valid ones.
+``create_model("prenet_r")`` is ``PReNet(recursive=True)``. Unknown names raise with the list of valid ones. Adding
+an architecture: one file declaring ``FAMILY``, one import line and one entry below (``docs/adding_a_model.md``).
 """
 
 from __future__ import annotations
@@ -11,13 +13,11 @@ from typing import Any
 
 from torch import nn
 
-from derain.archs.jdnet import PRESETS as _JDNET_PRESETS
-from derain.archs.jdnet import JDNet
-from derain.archs.prenet import PRESETS as _PRENET_PRESETS
-from derain.archs.prenet import PReNet, PReNetPair
-from derain.archs.sian import SIAN
-from derain.archs.spanet import SPANet
+from derain.archs import jdnet, prenet, sian, spanet
+from derain.archs.spec import Family, Preset
 from derain.errors import InputError
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (sian.FAMILY, prenet.FAMILY, spanet.FAMILY, jdnet.FAMILY)}
 
 
 @dataclass(frozen=True)
@@ -26,39 +26,20 @@ class ModelEntry:
     constructor: Callable[..., nn.Module]
     preset: Mapping[str, Any] = field(default_factory=dict)
     summary: str = ""
-
-    @property
-    def family(self) -> str:
-        """The architecture module the constructor lives in ("prenet" for every PReNet preset)."""
-        return self.constructor.__module__.rsplit(".", 1)[-1]
+    family: str = ""
 
 
-def _table(entries: tuple[ModelEntry, ...]) -> dict[str, ModelEntry]:
+def _table(families: Mapping[str, Family]) -> dict[str, ModelEntry]:
     table: dict[str, ModelEntry] = {}
-    for entry in entries:
-        if entry.name in table:
-            raise ValueError(f"duplicate model name in the registry: {entry.name!r}")
-        table[entry.name] = entry
+    for family in families.values():
+        for p in family.presets:
+            if p.name in table:
+                raise ValueError(f"duplicate model name in the registry: {p.name!r}")
+            table[p.name] = ModelEntry(p.name, p.constructor, p.options, p.summary, family.name)
     return table
 
 
-MODELS: dict[str, ModelEntry] = _table((
-    ModelEntry("sian", SIAN, {}, "SIAN (ACM MM 2020): 6 shared stages, DoG attention, ConvLSTM per scale"),
-    ModelEntry("prenet", PReNet, _PRENET_PRESETS["prenet"], "PReNet (CVPR 2019): 6 stages, LSTM, 5 res blocks"),
-    ModelEntry("prenet_r", PReNet, _PRENET_PRESETS["prenet_r"], "PReNet_r: one recursive res block"),
-    ModelEntry("prn", PReNet, _PRENET_PRESETS["prn"], "PRN: PReNet without recurrence"),
-    ModelEntry("prn_r", PReNet, _PRENET_PRESETS["prn_r"], "PRN_r: PRN with one recursive res block"),
-    ModelEntry("prenet_lstm", PReNet, _PRENET_PRESETS["prenet_lstm"], "PReNet ablation: no input residual"),
-    ModelEntry("prenet_gru", PReNet, _PRENET_PRESETS["prenet_gru"], "PReNet ablation: GRU recurrence"),
-    ModelEntry("prenet_x", PReNet, _PRENET_PRESETS["prenet_x"], "PReNet ablation: stage input x only"),
-    ModelEntry("prn_pair", PReNetPair, {}, "two PRNs, light and heavy rain, each image routed by a rain-density "
-               "classifier (derain.default)"),
-    ModelEntry("prenet_real", PReNet, _PRENET_PRESETS["prenet_real"], "PReNet Generator_lstm (4 stages, real)"),
-    ModelEntry("spanet", SPANet, {}, "SPANet (CVPR 2019): spatial attentive module, four-directional IRNN"),
-    ModelEntry("jdnet", JDNet, _JDNET_PRESETS["jdnet"], "JDNet (ACM MM 2020): 32 joint units, 7x7 pairwise attention"),
-    ModelEntry("jdnet_r1", JDNet, _JDNET_PRESETS["jdnet_r1"], "JDNet ablation R1: scale aggregation only"),
-    ModelEntry("jdnet_r2", JDNet, _JDNET_PRESETS["jdnet_r2"], "JDNet ablation R2: scale aggregation + SC conv"),
-))
+MODELS: dict[str, ModelEntry] = _table(FAMILIES)
 
 
 def list_models() -> list[str]:
@@ -73,6 +54,27 @@ def get_entry(name: str) -> ModelEntry:
         raise InputError(f"unknown model {name!r}; valid names: {', '.join(list_models())}") from None
 
 
+def get_family(name: str) -> Family:
+    """The family of a registry name (``"prn"`` -> PReNet's) or a family's own name (``"prenet"``)."""
+    if name in FAMILIES:
+        return FAMILIES[name]
+    if name in MODELS:
+        return FAMILIES[MODELS[name].family]
+    raise InputError(f"unknown architecture {name!r}; families: {', '.join(sorted(FAMILIES))}; "
+                     f"models: {', '.join(list_models())}")
+
+
+def family_of(model: nn.Module) -> Family:
+    """The family a built model belongs to, by its exact class; a class no family declares is an error (derain
+    never guesses how to tile or export an unknown architecture)."""
+    for family in FAMILIES.values():
+        if type(model) in family.classes:
+            return family
+    known = ", ".join(sorted(c.__name__ for f in FAMILIES.values() for c in f.classes))
+    raise InputError(f"{type(model).__name__} is not a registered architecture (known: {known}); declare its "
+                     "family in derain.archs (docs/adding_a_model.md)")
+
+
 def create_model(name: str, **options: Any) -> nn.Module:
     """Build a bare model by registry name; ``options`` override the preset's constructor arguments."""
     entry = get_entry(name)
@@ -80,3 +82,7 @@ def create_model(name: str, **options: Any) -> nn.Module:
         return entry.constructor(**{**entry.preset, **options})
     except TypeError as exc:
         raise InputError(f"bad options for model {name!r}: {exc}") from None
+
+
+__all__ = ["FAMILIES", "MODELS", "Family", "ModelEntry", "Preset", "create_model", "family_of", "get_entry",
+           "get_family", "list_models"]

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from derain.archs.spec import Family, Preset
 from derain.nn.pairwise import PairwiseSelfAttention
 from derain.types import DerainOutput
 
@@ -202,3 +203,25 @@ class JDNet(nn.Module):
         rain = self.exitBlock(self.derain_net(self.enterBlock(inp)))
         image = (inp - rain)[:, :, :height, :width]
         return DerainOutput(image=image, stages=(image,), attention=())
+
+
+def _export_form(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, PairwiseSelfAttention):
+            module.export_mode = True  # the whole image as one band, footprints from a one-hot convolution
+
+
+_SUMMARIES = {
+    "jdnet": "JDNet (ACM MM 2020): 32 joint units, 7x7 pairwise attention",
+    "jdnet_r1": "JDNet ablation R1: scale aggregation only",
+    "jdnet_r2": "JDNet ablation R2: scale aggregation + SC conv",
+}
+
+FAMILY = Family(
+    name="jdnet",
+    presets=tuple(Preset(name, JDNet, options, _SUMMARIES[name]) for name, options in PRESETS.items()),
+    # Stride-16 levels in 32 units see the whole image: the overlap keeps tiling changes small, not zero.
+    overlap=128, bytes_per_pixel=5500.0, align=16,
+    small={"units": 2},  # the attention needs channels in multiples of 32
+    export_form=_export_form,
+)

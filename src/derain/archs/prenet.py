@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from derain.archs.spec import Family, Preset
 from derain.types import DerainOutput
 
 
@@ -208,3 +209,31 @@ class PReNetPair(nn.Module):
             s[~heavy], s[heavy] = s_a, s_b
             stages.append(s)
         return DerainOutput(image=stages[-1], stages=tuple(stages))
+
+
+def _export_form(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, PReNetPair):
+            module.export_mode = True  # both networks, then a per-image select: no data-dependent branch
+
+
+_SUMMARIES = {
+    "prenet": "PReNet (CVPR 2019): 6 stages, LSTM, 5 res blocks",
+    "prenet_r": "PReNet_r: one recursive res block",
+    "prn": "PRN: PReNet without recurrence",
+    "prn_r": "PRN_r: PRN with one recursive res block",
+    "prenet_lstm": "PReNet ablation: no input residual",
+    "prenet_gru": "PReNet ablation: GRU recurrence",
+    "prenet_x": "PReNet ablation: stage input x only",
+    "prenet_real": "PReNet Generator_lstm (4 stages, real)",
+}
+
+FAMILY = Family(
+    name="prenet",
+    presets=(*(Preset(name, PReNet, options, _SUMMARIES[name]) for name, options in PRESETS.items()),
+             Preset("prn_pair", PReNetPair, {}, "two PRNs, light and heavy rain, each image routed by a rain-density "
+                    "classifier (derain.default)")),
+    overlap=64, bytes_per_pixel=2200.0,  # tiled = untiled within 2/255 at a 64-pixel overlap
+    small={"stages": 2, "channels": 8},
+    export_form=_export_form,
+)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from derain.archs.spec import Family, Preset
 from derain.types import DerainOutput, Placement
 
 _BASE_SIGMA = 1.6
@@ -263,3 +264,12 @@ class SIAN(nn.Module):
             if size < need and size != full:
                 raise ValueError(f"a window {size} pixels across must span the whole image ({full} pixels)")
         return max(full_h, need), max(full_w, need), top, left
+
+
+FAMILY = Family(
+    name="sian",
+    presets=(Preset("sian", SIAN, {}, "SIAN (ACM MM 2020): 6 shared stages, DoG attention, ConvLSTM per scale"),),
+    # With a 96-pixel overlap tiled outputs equal the untiled ones within 2/255 (windows are told where they sit).
+    overlap=96, bytes_per_pixel=3500.0, align=4,  # pools by 2 and 4
+    small={"stages": 2, "channels": 8},
+)

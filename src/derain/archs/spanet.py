@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from derain.archs.spec import Family, Preset
 from derain.nn.irnn import IRNN, Method
 from derain.types import DerainOutput
 
@@ -132,3 +133,19 @@ class SPANet(nn.Module):
             f = F.relu(self._block(i)(f) + f)
         image = self.conv_out(f)
         return DerainOutput(image=image, stages=(image,), attention=tuple(masks))
+
+
+def _export_form(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, IRNN):
+            module.method = "doubling"  # the four sweeps as one doubling scan: a fixed 13 steps, sides up to 8192
+
+
+FAMILY = Family(
+    name="spanet",
+    presets=(Preset("spanet", SPANet, {}, "SPANet (CVPR 2019): spatial attentive module, four-directional IRNN"),),
+    # The IRNN sweeps span whole rows and columns: the overlap keeps tiling changes small, not zero.
+    overlap=128, bytes_per_pixel=2600.0,
+    small={"channels": 8},
+    export_form=_export_form,
+)

@@ -3,10 +3,11 @@
 The exported graph is the whole restorer: it takes ``input`` float32 ``(N, 3, H, W)`` RGB in [0, 1] with dynamic
 N, H and W, flips channels itself for weights trained on BGR, and returns ``output``, the clean image clamped to
 [0, 1]. Every registered model exports. PReNet's family, SIAN and JDNet's ablations R1/R2 export as they run; two
-run an export form of one layer, set by ``_exportable`` (same values up to rounding): SPANet's IRNN runs its four
-sweeps as one doubling scan (``method="doubling"``: a fixed 13 steps, sides up to 8192) and JDNet's pairwise
-self-attention its ``export_mode`` (the whole image as one band, footprints from a one-hot convolution), neither
-with Python logic on the image size, which the exporter would otherwise fix to the example's.
+run an export form of one layer, declared by their family (``Family.export_form``, same values up to rounding):
+SPANet's IRNN runs its four sweeps as one doubling scan (``method="doubling"``: a fixed 13 steps, sides up to 8192),
+JDNet's pairwise self-attention its ``export_mode`` (the whole image as one band, footprints from a one-hot
+convolution), neither with Python logic on the image size, which the exporter would otherwise fix to the
+example's; derain.default's pair runs both networks and selects per image.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from derain.archs.prenet import PReNetPair
+from derain.archs import family_of
 from derain.errors import InputError
 from derain.io.atomic import atomic_write
-from derain.nn import IRNN, PairwiseSelfAttention
 from derain.weights import LoadedWeights, load_weights
 
 MAX_SIDE = 8192
@@ -44,11 +44,7 @@ class _Graph(nn.Module):
 
 def _exportable(model: nn.Module) -> nn.Module:
     model = copy.deepcopy(model).eval().float()
-    for module in model.modules():
-        if isinstance(module, IRNN):
-            module.method = "doubling"
-        if isinstance(module, PairwiseSelfAttention | PReNetPair):
-            module.export_mode = True
+    family_of(model).export_form(model)
     return model
 
 

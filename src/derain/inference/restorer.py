@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from derain.archs import family_of
 from derain.errors import InputError
-from derain.inference.profiles import PROFILES, Profile
 from derain.inference.scale import Scale, derain_scaled, resolve_scale
 from derain.inference.tiling import run_tiled
 from derain.io import from_tensor, to_tensor
@@ -57,6 +57,7 @@ class Restorer:
             raise InputError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
         self.name = name
         self.channel_order = channel_order
+        self.family = family_of(model)  # how to tile it; an unregistered architecture is refused here
         self.device = resolve_device(device)
         self.dtype = dtype
         self.weights = weights
@@ -76,11 +77,6 @@ class Restorer:
 
     def _flip(self, x: Tensor) -> Tensor:
         return x.flip(1) if self.channel_order == "bgr" else x
-
-    @property
-    def profile(self) -> Profile:
-        family = type(self.model).__module__.rsplit(".", 1)[-1]
-        return PROFILES.get(family, Profile(overlap=64, bytes_per_pixel=4000.0))
 
     @property
     def accepts_placement(self) -> bool:
@@ -122,12 +118,12 @@ class Restorer:
 
     def auto_tile(self, height: int, width: int) -> int | None:
         """A tile size when a ``height x width`` forward would not fit in half the free memory, else None."""
-        need = self.profile.bytes_per_pixel * height * width * (2 if self.dtype == torch.float32 else 1)
+        need = self.family.bytes_per_pixel * height * width * (2 if self.dtype == torch.float32 else 1)
         budget = _free_memory(self.device) / 2
         if need <= budget:
             return None
-        side = int((budget / (self.profile.bytes_per_pixel * 2)) ** 0.5)
-        return max(side // 16 * 16, 2 * self.profile.overlap + 64)
+        side = int((budget / (self.family.bytes_per_pixel * 2)) ** 0.5)
+        return max(side // 16 * 16, 2 * self.family.overlap + 64)
 
     def _image(self, x: Tensor, tile: int | None, overlap: int | None, scale: Scale = 1) -> Tensor:
         """(N, 3, H, W) checked input -> clamped output, at the working ``scale``, tiled when asked or needed."""
@@ -137,7 +133,7 @@ class Restorer:
         tile = tile if tile is not None else self.auto_tile(x.shape[-2], x.shape[-1])
         if tile is None or (tile >= x.shape[-2] and tile >= x.shape[-1]):
             return self._flip(self._forward(x).image).to(device=x.device, dtype=x.dtype).clamp(0, 1)
-        overlap = self.profile.overlap if overlap is None else overlap
+        overlap = self.family.overlap if overlap is None else overlap
         overlap = min(overlap, tile // 2)
         choice = self._choice(x)
 
@@ -145,7 +141,7 @@ class Restorer:
             return self._flip(self._forward(t, placement, **choice).image).to(device=x.device, dtype=torch.float32)
 
         # The whole-image forward would see ``x`` itself, so the windows' placements are in ``x``'s geometry.
-        return run_tiled(piece, x, tile=tile, overlap=overlap, align=self.profile.align,
+        return run_tiled(piece, x, tile=tile, overlap=overlap, align=self.family.align,
                          placed=self.accepts_placement).clamp(0, 1).to(x.dtype)
 
     def __call__(self, x: Any, *, tile: int | None = None, overlap: int | None = None,

@@ -1,8 +1,8 @@
-"""Official checkpoint layouts: one unwrapper, detection from keys and shapes, one pure converter per layout.
+"""Official checkpoint layouts: one unwrapper, and detection of the architecture from keys and shapes, one detector
+per family of :mod:`derain.archs` (keyed by the family's name).
 
-Every converter is a ``state_dict -> state_dict`` function producing the keys of derain's module for that
-architecture. derain's modules reproduce the official names, so the converters only validate and copy; they exist
-so that a layout change has one place to go.
+derain's modules reproduce the official parameter names, so an official state_dict loads as it is (strictly: a
+missing or unexpected key is an error naming them); the detectors only say which model and options it fits.
 """
 
 from __future__ import annotations
@@ -114,40 +114,21 @@ def _detect_jdnet(sd: StateDict) -> Detected | None:
     return Detected(name, options, channel_order="bgr")
 
 
-_DETECTORS: tuple[tuple[str, Callable[[StateDict], Detected | None]], ...] = (
-    ("SIAN (body.tran_conv...)", _detect_sian),
-    ("PReNet family (conv0.0..., conv.0...)", _detect_prenet),
-    ("SPANet (conv_in.0..., SAM1.irnn1...)", _detect_spanet),
-    ("JDNet (enterBlock.0..., derain_net.units...)", _detect_jdnet),
-)
+# One detector per architecture family (derain.archs.FAMILIES), with the key layout it recognises.
+_DETECTORS: dict[str, tuple[str, Callable[[StateDict], Detected | None]]] = {
+    "sian": ("SIAN (body.tran_conv...)", _detect_sian),
+    "prenet": ("PReNet family (conv0.0..., conv.0...)", _detect_prenet),
+    "spanet": ("SPANet (conv_in.0..., SAM1.irnn1...)", _detect_spanet),
+    "jdnet": ("JDNet (enterBlock.0..., derain_net.units...)", _detect_jdnet),
+}
 
 
 def detect(sd: StateDict) -> Detected:
     """Name the architecture (and constructor options) a state_dict belongs to, from its keys and shapes."""
-    for _, detector in _DETECTORS:
+    for _, detector in _DETECTORS.values():
         found = detector(sd)
         if found is not None:
             return found
     sample = ", ".join(sorted(sd)[:5]) or "no keys"
-    known = "; ".join(label for label, _ in _DETECTORS)
+    known = "; ".join(label for label, _ in _DETECTORS.values())
     raise WeightsError(f"unknown checkpoint layout (keys: {sample}, ... {len(sd)} tensors); known layouts: {known}")
-
-
-def _identity(sd: StateDict) -> StateDict:
-    return dict(sd)
-
-
-# One converter per official layout, keyed by the registry's constructor family.
-CONVERTERS: dict[str, Callable[[StateDict], StateDict]] = {
-    "prenet": _identity,
-    "sian": _identity,
-    "spanet": _identity,
-    "jdnet": _identity,
-}
-
-
-def convert(sd: StateDict, *, family: str) -> StateDict:
-    try:
-        return CONVERTERS[family](sd)
-    except KeyError:
-        raise WeightsError(f"no converter for {family!r}; known: {', '.join(sorted(CONVERTERS))}") from None

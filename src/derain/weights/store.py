@@ -22,7 +22,7 @@ from derain.archs import create_model, get_entry
 from derain.errors import InputError, WeightsError
 from derain.io.atomic import atomic_write
 from derain.weights.catalog import BY_SHA256, CATALOG, WeightRecord, get_record
-from derain.weights.convert import StateDict, convert, detect, unwrap
+from derain.weights.convert import StateDict, detect, unwrap
 from derain.weights.hub import locate, verify_file
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pkl", ".ckpt", ".tar", ".bin", ".safetensors")
@@ -123,8 +123,8 @@ def read_checkpoint(path: str | os.PathLike[str], *, record: WeightRecord | None
     else:
         found = detect(raw)
         model, options, order = found.model, dict(found.options), found.channel_order
-    state = convert(raw, family=get_entry(model).family)
-    return LoadedWeights(model, options, state, order, sha, str(path), record, metadata)
+    get_entry(model)
+    return LoadedWeights(model, options, raw, order, sha, str(path), record, metadata)
 
 
 def load_weights(name_or_path: str | os.PathLike[str]) -> LoadedWeights:
