@@ -7,23 +7,42 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
+
+from derain.data.synthetic import RainStyle, StreakParams, add_rain, generator
+from derain.io import write_image
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _dead_port() -> int:
-    """A loopback port nothing listens on (connections to it are refused)."""
+def free_port() -> int:
+    """A loopback port nothing listens on now (free to serve on; connections to it are refused)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], Any], *, timeout: float = 20.0, what: str = "the condition") -> Any:
+    """Poll ``check`` until it returns something true; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
 
 
 # No test reaches the internet or the user's cache: downloads go to a dead loopback port unless a test starts the
-# loopback hub (tests/test_hub.py), and the cache is a fresh folder for the session.
-os.environ["DERAIN_HUB"] = f"http://127.0.0.1:{_dead_port()}"
+# loopback hub (tests/io/test_hub.py), and the cache is a fresh folder for the session.
+os.environ["DERAIN_HUB"] = f"http://127.0.0.1:{free_port()}"
 os.environ["DERAIN_CACHE"] = tempfile.mkdtemp(prefix="derain-test-cache-")
 os.environ["DERAIN_HUB_RETRIES"] = "1"
 
@@ -184,3 +203,41 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     server.cache = cache  # type: ignore[attr-defined]
     yield server
     server.close()
+
+
+# ------------------------------------------------------------ synthetic rain videos (real-rain and web tests)
+
+# The rain of these synthetic videos is fixed here (the first light and heavy styles), so that the training styles'
+# calibration (derain.data.synthetic.STYLES) never moves this measurement.
+_STREAKS = StreakParams(density=(0.003, 0.006), length=(8, 24), width=(0.0, 0.4), gain=(0.35, 0.75), spread=0.0)
+_DENSE = StreakParams(density=(0.0015, 0.004), length=(20, 45), width=(0.3, 0.9), gain=(0.4, 0.8), spread=12.0)
+# rain streaks only (no haze): what a static camera sees come and go
+VIDEO_STYLES = {"normal": RainStyle(layers=(1, 1), angle=25.0, streaks=_STREAKS, haze=(0.0, 0.0), light=(0.8, 0.9),
+                             texture_chance=0.0),
+         "dense": RainStyle(layers=(2, 3), angle=20.0, streaks=_DENSE, haze=(0.0, 0.0), light=(0.75, 0.95),
+                            texture_chance=0.0)}
+
+
+def video_background(h: int = 64, w: int = 80) -> torch.Tensor:
+    g = generator("bg")
+    y, x = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    base = torch.stack([0.3 + 0.4 * x, 0.2 + 0.5 * y, 0.6 - 0.3 * x * y])
+    return ((base + 0.1 * torch.rand(3, h, w, generator=g)).clamp(0, 1) * 255).round() / 255
+
+
+def synthetic_video(kind: str, frames: int = 100, *, noise: float = 1.5) -> list[torch.Tensor]:
+    """Frames of a static camera in synthetic rain (``kind``: normal or dense), 8-bit levels, with sensor noise."""
+    bg = video_background()
+    out = []
+    for t in range(frames):
+        rainy, _ = add_rain(bg, style=VIDEO_STYLES[kind], g=generator("video", kind, t))
+        noisy = rainy + torch.randn(bg.shape, generator=generator("noise", kind, t)) * noise / 255
+        out.append(((noisy.clamp(0, 1) * 255).round() / 255)[None])
+    return out
+
+
+def frames_folder(folder: Path, frames: list[torch.Tensor]) -> Path:
+    """Write frames as numbered PNGs (a sequence folder for derain build-dataset)."""
+    for k, f in enumerate(frames):
+        write_image(folder / f"f{k:03d}.png", f)
+    return folder

@@ -82,3 +82,22 @@ def test_ruff_is_clean() -> None:
 def test_python_dash_m_derain_is_the_cli() -> None:
     proc = subprocess.run([sys.executable, "-m", "derain", "--help"], capture_output=True, text=True, check=False)
     assert proc.returncode == 0 and "eval" in proc.stdout and "convert" in proc.stdout
+
+
+def test_tests_mirror_the_package() -> None:
+    """Tests of ``src/derain/<unit>/`` live in ``tests/<unit>/``; only tests of top-level modules and of the whole
+    (CLI, layout, reproductions, benchmarks) sit in ``tests/``. No test module imports from another test module:
+    shared helpers live in ``conftest.py`` (or a helper module that is not a test module)."""
+    tests = REPO / "tests"
+    packages = {p.name for p in SRC.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and not p.name.startswith((".", "__"))}
+    assert folders <= packages, f"test folders without a package of the same name: {sorted(folders - packages)}"
+    for folder in folders:
+        assert (tests / folder / "__init__.py").exists(), f"tests/{folder}/__init__.py is missing"
+    crossing = []
+    for path in sorted(tests.rglob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            module = node.module if isinstance(node, ast.ImportFrom) and node.module else ""
+            if module.split(".")[0] == "tests" and module.rsplit(".", 1)[-1].startswith("test_"):
+                crossing.append(f"{path.relative_to(REPO)} imports {module}")
+    assert not crossing, "; ".join(crossing)

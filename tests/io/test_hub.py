@@ -19,7 +19,7 @@ from derain.data import sets
 from derain.io.download import Source, fetch, file_digest
 from derain.weights import CATALOG
 from derain.weights import hub as weights_hub
-from tests.conftest import official_jdnet_state, require_shared
+from tests.conftest import REPO, official_jdnet_state, require_shared
 
 OFFICIAL = sorted(name for name, r in CATALOG.items() if r.source is not None and not r.bundled and r.sha256)
 
@@ -242,7 +242,7 @@ def test_eval_fetches_a_data_set_by_name_and_reproduces(hub, tmp_path: Path) -> 
 
 
 def test_train_fetches_its_named_data(hub, tmp_path: Path) -> None:
-    config = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+    config = REPO / "configs" / "default.yaml"
     out = tmp_path / "run"
     code = cli(["train", str(config), "-o", str(out), "--quiet", "--set", "train.steps=2", "--set", "data.workers=0",
                 "--set", "data.val_count=2", "--set", "data.val_size=32"])

@@ -11,43 +11,16 @@ from derain.cli import main
 from derain.data import PairedFolder
 from derain.data.rainbuild import Source, build_dataset, build_sequence, decide, read_json
 from derain.data.realrain import clean_from_frames, frame_shift, frames_for_density, rain_density
-from derain.data.synthetic import RainStyle, StreakParams, add_rain, generator
 from derain.errors import InputError
 from derain.io import read_image, write_image
 from derain.metrics import psnr
-
-# The rain of these synthetic videos is fixed here (the first light and heavy styles), so that the training styles'
-# calibration (derain.data.synthetic.STYLES) never moves this measurement.
-_STREAKS = StreakParams(density=(0.003, 0.006), length=(8, 24), width=(0.0, 0.4), gain=(0.35, 0.75), spread=0.0)
-_DENSE = StreakParams(density=(0.0015, 0.004), length=(20, 45), width=(0.3, 0.9), gain=(0.4, 0.8), spread=12.0)
-# rain streaks only (no haze): what a static camera sees come and go
-STYLE = {"normal": RainStyle(layers=(1, 1), angle=25.0, streaks=_STREAKS, haze=(0.0, 0.0), light=(0.8, 0.9),
-                             texture_chance=0.0),
-         "dense": RainStyle(layers=(2, 3), angle=20.0, streaks=_DENSE, haze=(0.0, 0.0), light=(0.75, 0.95),
-                            texture_chance=0.0)}
-
-
-def _background(h: int = 64, w: int = 80) -> torch.Tensor:
-    g = generator("bg")
-    y, x = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
-    base = torch.stack([0.3 + 0.4 * x, 0.2 + 0.5 * y, 0.6 - 0.3 * x * y])
-    return ((base + 0.1 * torch.rand(3, h, w, generator=g)).clamp(0, 1) * 255).round() / 255
-
-
-def _video(kind: str, frames: int = 100, *, noise: float = 1.5) -> list[torch.Tensor]:
-    bg = _background()
-    out = []
-    for t in range(frames):
-        rainy, _ = add_rain(bg, style=STYLE[kind], g=generator("video", kind, t))
-        noisy = rainy + torch.randn(bg.shape, generator=generator("noise", kind, t)) * noise / 255
-        out.append(((noisy.clamp(0, 1) * 255).round() / 255)[None])
-    return out
+from tests.conftest import frames_folder, synthetic_video, video_background
 
 
 @pytest.mark.parametrize("kind", ["normal", "dense"])
 def test_our_clean_image_beats_mean_median_and_mode(kind: str) -> None:
-    bg = _background()[None]
-    est = clean_from_frames(_video(kind), limit=100)
+    bg = video_background()[None]
+    est = clean_from_frames(synthetic_video(kind), limit=100)
 
     def score(x: torch.Tensor) -> float:
         return float(psnr(x[None], bg, data_range=1.0))
@@ -60,27 +33,21 @@ def test_our_clean_image_beats_mean_median_and_mode(kind: str) -> None:
 
 
 def test_density_picks_n() -> None:
-    assert frames_for_density(rain_density(_video("normal", 20))) == 100
-    assert frames_for_density(rain_density(_video("dense", 20))) == 200
+    assert frames_for_density(rain_density(synthetic_video("normal", 20))) == 100
+    assert frames_for_density(rain_density(synthetic_video("dense", 20))) == 200
     assert frames_for_density(0.0) == 20
 
 
 def test_frame_shift() -> None:
-    a = _background(96, 96)
+    a = video_background(96, 96)
     assert frame_shift(a, a) == (0, 0)
     assert frame_shift(a, torch.roll(a, shifts=(4, -6), dims=(1, 2))) == (4, -6)
 
 
-def _frames_folder(folder: Path, frames: list[torch.Tensor]) -> Path:
-    for k, f in enumerate(frames):
-        write_image(folder / f"f{k:03d}.png", f)
-    return folder
-
-
 def test_build_review_and_list(tmp_path: Path) -> None:
-    static = _frames_folder(tmp_path / "street", _video("normal", 30))
-    moving = _frames_folder(tmp_path / "pan", [torch.roll(f, shifts=2 * k, dims=3)
-                                                for k, f in enumerate(_video("normal", 30))])
+    static = frames_folder(tmp_path / "street", synthetic_video("normal", 30))
+    moving = frames_folder(tmp_path / "pan", [torch.roll(f, shifts=2 * k, dims=3)
+                                                for k, f in enumerate(synthetic_video("normal", 30))])
     out = tmp_path / "ds"
     assert main(["build-dataset", str(static), str(moving), "-o", str(out), "--frames", "24"]) == 0
     manifest = read_json(out / "manifest.json")
@@ -105,8 +72,8 @@ def test_build_review_and_list(tmp_path: Path) -> None:
 
 
 def test_bad_sequences_get_one_line_errors(tmp_path: Path) -> None:
-    short = _frames_folder(tmp_path / "short", _video("normal", 5))
-    mixed = _frames_folder(tmp_path / "mixed", _video("normal", 4))
+    short = frames_folder(tmp_path / "short", synthetic_video("normal", 5))
+    mixed = frames_folder(tmp_path / "mixed", synthetic_video("normal", 4))
     write_image(mixed / "f999.png", torch.rand(1, 3, 10, 10))
     (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
     out = tmp_path / "ds"
@@ -119,7 +86,7 @@ def test_bad_sequences_get_one_line_errors(tmp_path: Path) -> None:
 
 
 def test_patches_for_training(tmp_path: Path) -> None:
-    static = _frames_folder(tmp_path / "street", _video("normal", 12))
+    static = frames_folder(tmp_path / "street", synthetic_video("normal", 12))
     out = tmp_path / "ds"
     command = ["build-dataset", str(static), "-o", str(out), "--frames", "10", "--patch", "32", "--stride", "24"]
     assert main(command) == 0
@@ -138,6 +105,6 @@ def test_patches_for_training(tmp_path: Path) -> None:
     assert len(pairs) == 10 * 9 and pairs[0].rainy.shape == (3, 32, 32)
     decide(out, "street", "rejected")
     assert (out / "real_world_patches.txt").read_text() == ""
-    porch = Source("porch", _frames_folder(tmp_path / "porch", _video("normal", 4)))
+    porch = Source("porch", frames_folder(tmp_path / "porch", synthetic_video("normal", 4)))
     with pytest.raises(InputError, match="patches of 100x100 do not fit frames of 80x64"):
         build_sequence(porch, tmp_path / "ds2", frames=3, patch=100)

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from derain.data.rainbuild import build_dataset, read_json
-from tests.test_realrain import _frames_folder, _video
-from tests.webdriver import chromium, free_port, wait_for
+from tests.conftest import frames_folder, free_port, synthetic_video, wait_for
+from tests.web.conftest import chromium
 
 pytest.importorskip("fastapi", reason='the review page needs the web extra: pip install -e ".[web]"')
 uvicorn = pytest.importorskip("uvicorn", reason='the review page needs the web extra: pip install -e ".[web]"')
@@ -29,13 +29,19 @@ from derain.web.review import create_app  # noqa: E402  (after the extra's check
 SEQUENCES = ("roof", "street", "yard")
 
 
+def _css(browser, selector: str):  # a Selenium WebDriver -> its WebElement
+    from selenium.webdriver.common.by import By
+
+    return browser.find_element(By.CSS_SELECTOR, selector)
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("review")
-    video = _video("normal", 14)
-    inputs = [_frames_folder(root / "in" / name, video) for name in SEQUENCES]
+    video = synthetic_video("normal", 14)
+    inputs = [frames_folder(root / "in" / name, video) for name in SEQUENCES]
     pan = [torch.roll(f, shifts=3 * k, dims=3) for k, f in enumerate(video)]
-    inputs.append(_frames_folder(root / "in" / "pan", pan))
+    inputs.append(frames_folder(root / "in" / "pan", pan))
     build_dataset(inputs, root / "ds", frames=12)
     return root / "ds"
 
@@ -111,35 +117,37 @@ def test_review_in_headless_chromium(dataset: Path, tmp_path: Path) -> None:
     from PIL import Image
 
     with chromium() as browser, serve(dataset) as base:
+        js = browser.execute_script
         browser.get(base + "/")
-        assert browser.script("return document.querySelectorAll('section.seq').length") == 4
-        assert "moving camera" in browser.text('section[data-name="pan"]')
-        assert browser.script("return document.querySelectorAll('section[data-name=\"pan\"] button').length") == 0
-        wait_for(lambda: browser.script(
+        assert js("return document.querySelectorAll('section.seq').length") == 4
+        assert "moving camera" in _css(browser, 'section[data-name="pan"]').text
+        assert js("return document.querySelectorAll('section[data-name=\"pan\"] button').length") == 0
+        wait_for(lambda: js(
             "const s = [...document.querySelectorAll('.strip img')];"
             "return s.length === 18 && s.every(i => i.complete && i.naturalWidth === 80)"), what="every picture")
-        browser.click('section[data-name="street"] button[data-decision="accepted"]')
-        browser.click('section[data-name="yard"] button[data-decision="rejected"]')
-        browser.click('section[data-name="roof"] button[data-decision="rebuild"][data-more="50"]')
-        wait_for(lambda: browser.text('section[data-name="roof"] .decision') == "rebuild +50", what="the labels")
-        assert browser.text('section[data-name="street"] .decision') == "accepted"
-        assert browser.text('section[data-name="yard"] .decision') == "rejected"
-        wait_for(lambda: "1 accepted" in browser.text("#counts"), what="the counts")
-        assert "lists 12 pairs" in browser.text("#counts")
+        _css(browser, 'section[data-name="street"] button[data-decision="accepted"]').click()
+        _css(browser, 'section[data-name="yard"] button[data-decision="rejected"]').click()
+        _css(browser, 'section[data-name="roof"] button[data-decision="rebuild"][data-more="50"]').click()
+        wait_for(lambda: _css(browser, 'section[data-name="roof"] .decision').text == "rebuild +50",
+                 what="the labels")
+        assert _css(browser, 'section[data-name="street"] .decision').text == "accepted"
+        assert _css(browser, 'section[data-name="yard"] .decision').text == "rejected"
+        wait_for(lambda: "1 accepted" in _css(browser, "#counts").text, what="the counts")
+        assert "lists 12 pairs" in _css(browser, "#counts").text
         # the zoomable viewer: open the difference view, zoom 4x, step a frame, flip to the mask
         viewer_display = "return getComputedStyle(document.getElementById('viewer')).display"
-        assert browser.script(viewer_display) == "none"  # the stylesheet hides the viewer until a click
-        browser.click('section[data-name="street"] img[data-kind="diff"]')
-        assert browser.script(viewer_display) == "flex"
-        wait_for(lambda: browser.script("return document.getElementById('big').naturalWidth") == 80, what="zoom")
-        browser.script("const z = document.getElementById('zoom'); z.value = 4; z.dispatchEvent(new Event('input'))")
-        assert browser.script("return document.getElementById('big').style.width") == "320px"
-        first = browser.text("#where")
-        browser.click('#viewer button[data-kind="mask"]')
-        browser.script("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowRight'}))")
-        assert browser.text("#where") != first and "mask" in browser.text("#where")
-        assert "/img/street/mask/0002.png" in browser.script("return document.getElementById('big').src")
-        shot = Image.open(io.BytesIO(browser.screenshot()))
+        assert js(viewer_display) == "none"  # the stylesheet hides the viewer until a click
+        _css(browser, 'section[data-name="street"] img[data-kind="diff"]').click()
+        assert js(viewer_display) == "flex"
+        wait_for(lambda: js("return document.getElementById('big').naturalWidth") == 80, what="zoom")
+        js("const z = document.getElementById('zoom'); z.value = 4; z.dispatchEvent(new Event('input'))")
+        assert js("return document.getElementById('big').style.width") == "320px"
+        first = _css(browser, "#where").text
+        _css(browser, '#viewer button[data-kind="mask"]').click()
+        js("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowRight'}))")
+        assert _css(browser, "#where").text != first and "mask" in _css(browser, "#where").text
+        assert "/img/street/mask/0002.png" in js("return document.getElementById('big').src")
+        shot = Image.open(io.BytesIO(browser.get_screenshot_as_png()))
         assert shot.size[0] > 600 and len(np.unique(np.asarray(shot.convert("L")))) > 16  # a page, not a blank frame
         shot.save(tmp_path / "review.png")
 
@@ -150,8 +158,9 @@ def test_review_in_headless_chromium(dataset: Path, tmp_path: Path) -> None:
     listed = (dataset / "real_world.txt").read_text().splitlines()
     assert len(listed) == 12 and all(line.startswith("street/") for line in listed)
     with chromium() as browser, serve(dataset) as base:
+        js = browser.execute_script
         browser.get(base + "/")
-        labels = browser.script("return [...document.querySelectorAll('section.seq')].map("
+        labels = js("return [...document.querySelectorAll('section.seq')].map("
                                 "s => s.dataset.name + ':' + s.querySelector('.decision').textContent)")
         assert labels == ["pan:moving camera", "roof:rebuild +50", "street:accepted", "yard:rejected"]
 
@@ -239,28 +248,30 @@ def test_web_page_in_headless_chromium(web_app, tmp_path: Path) -> None:
     bad = tmp_path / "corrupt.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
     with chromium() as browser, serve_app(web_app) as base:
+        js = browser.execute_script
         browser.get(base + "/")
-        assert browser.script("return [...document.querySelectorAll('#weights option')].map(o => o.value)") == [
+        assert js("return [...document.querySelectorAll('#weights option')].map(o => o.value)") == [
             "derain.default"
         ]
-        browser.keys("#files", str(derain.sample_paths()[0]))
-        wait_for(lambda: browser.script(
+        _css(browser, "#files").send_keys(str(derain.sample_paths()[0]))
+        wait_for(lambda: js(
             "const i = document.querySelector('.result img.after'); return i && i.complete && i.naturalWidth"),
             timeout=120, what="the derained image")
-        size = browser.script("const i = document.querySelector('.result img.after');"
+        size = js("const i = document.querySelector('.result img.after');"
                               "return [i.naturalWidth, i.naturalHeight]")
         assert size == list(read_image_size(derain.sample_paths()[0]))
-        assert browser.text(".result h2") == "sample_rain.png" and "derain.default:" in browser.text(".status")
-        assert browser.script("return document.querySelector('.result a').download") == "sample_rain_derained.png"
-        browser.script("const r = document.querySelector('.compare input'); r.value = 80;"
+        assert _css(browser, ".result h2").text == "sample_rain.png"
+        assert "derain.default:" in _css(browser, ".status").text
+        assert js("return document.querySelector('.result a').download") == "sample_rain_derained.png"
+        js("const r = document.querySelector('.compare input'); r.value = 80;"
                        "r.dispatchEvent(new Event('input'))")
-        assert "80%" in browser.script("return document.querySelector('.result img.after').style.clipPath")
+        assert "80%" in js("return document.querySelector('.result img.after').style.clipPath")
         # the stylesheet lays the result over the input
-        assert browser.script("return getComputedStyle(document.querySelector('.result img.after')).position") == (
+        assert js("return getComputedStyle(document.querySelector('.result img.after')).position") == (
             "absolute"
         )
-        browser.keys("#files", str(bad))
-        wait_for(lambda: "corrupt.png:" in browser.script(
+        _css(browser, "#files").send_keys(str(bad))
+        wait_for(lambda: "corrupt.png:" in js(
             "const e = document.querySelector('.result .status.error'); return e ? e.textContent : ''"),
             timeout=60, what="the error")
 
