@@ -6,9 +6,6 @@ non-zero exit code, never a traceback.
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -84,27 +81,6 @@ class _Progress:
         if done >= total:
             self.bar.close()
             self.bar = None
-
-
-def _run_page(command: list[str]) -> int:
-    """Run a web page's program until it ends; Ctrl+C (which reaches both) or SIGTERM stop it too.
-
-    The pages are their own program (nothing in the package imports ``derain.web``)."""
-    proc = subprocess.Popen(command)
-    previous = None
-    with contextlib.suppress(ValueError):  # ValueError: not the main thread, where no handler can be set
-        previous = signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
-    try:
-        code = proc.wait()
-    except KeyboardInterrupt:
-        code = proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    return code if code >= 0 else 128 - code  # stopped by a signal: the shell's convention
 
 
 @app.command("eval")
@@ -387,8 +363,10 @@ def review_command(
     for name in rebuild or []:
         decide(dataset, name, "rebuild", more=more)
     if not (accept or reject or rebuild or list_only):
-        command = [sys.executable, "-m", "derain.web", "review", str(dataset), "--host", host, "--port", str(port)]
-        raise typer.Exit(_run_page([*command, *(["--no-browser"] if no_browser else [])]))
+        from derain.web.serve import serve_review  # the web extra, imported only when a page is asked for
+
+        serve_review(dataset, host=host, port=port, open_browser=not no_browser)
+        return
     decisions = read_json(dataset / "decisions.json")
     for name in sorted(manifest):
         status = manifest[name].get("status")
@@ -407,12 +385,10 @@ def web_command(
     no_browser: Annotated[bool, typer.Option("--no-browser", help="Serve the page without opening a tab.")] = False,
 ) -> None:
     """A local web page to derain your images in the browser (extra "web")."""
-    where = _one_of(device, DEVICES, "--device")
-    command = [sys.executable, "-m", "derain.web", "serve", "--device", where, "--host", host, "--port",
-               str(port)]
-    for name in weights or []:
-        command += ["--weights", name]
-    raise typer.Exit(_run_page([*command, *(["--no-browser"] if no_browser else [])]))
+    from derain.web.serve import serve_derain  # the web extra, imported only when the page is asked for
+
+    serve_derain(weights, device=_one_of(device, DEVICES, "--device"), host=host, port=port,
+                 open_browser=not no_browser)
 
 
 @app.command("list")
