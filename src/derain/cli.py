@@ -328,14 +328,13 @@ def build_dataset_command(
     manifest = build_dataset([str(p) for p in inputs], output, frames=frames, align=align, accept_all=accept_all,
                              patch=patch, stride=stride, report=report,
                              progress=_Progress("build"))
-    built = [n for n, e in manifest.items() if e.get("status") == "built"]
+    built = [n for n, e in manifest.items() if e.built]
     typer.echo(f"{len(built)} sequence(s) built, {len(manifest) - len(built)} skipped; {output / LIST_FILE} lists the "
                "accepted ones (derain review decides)")
     for name in built:
         e = manifest[name]
-        crops = f", {len(e['pairs']) * len(e['patches'])} patches" if e.get("patches") else ""
-        typer.echo(f"  {name}: N={e['frames_used']} (density {e['density']:.1%}), p={e['p']:.3f}, "
-                   f"{len(e['pairs'])} pairs{crops}")
+        crops = f", {len(e.pairs) * len(e.patches)} patches" if e.patches else ""
+        typer.echo(f"  {name}: N={e.frames_used} (density {e.density:.1%}), p={e.p:.3f}, {len(e.pairs)} pairs{crops}")
 
 
 @app.command("review")
@@ -351,9 +350,9 @@ def review_command(
     no_browser: Annotated[bool, typer.Option("--no-browser", help="Serve the page without opening a tab.")] = False,
 ) -> None:
     """Review built sequences: a local web page (extra "web"), or decisions given on the command line."""
-    from derain.data.rainbuild import decide, read_json
+    from derain.data.rainbuild import Decision, decide, read_decisions, read_manifest
 
-    manifest = read_json(dataset / "manifest.json")
+    manifest = read_manifest(dataset)
     if not manifest:
         raise derain.InputError(f"{dataset}: no manifest.json; build it with derain build-dataset first")
     for name in accept or []:
@@ -367,11 +366,9 @@ def review_command(
 
         serve_review(dataset, host=host, port=port, open_browser=not no_browser)
         return
-    decisions = read_json(dataset / "decisions.json")
+    decisions = read_decisions(dataset)
     for name in sorted(manifest):
-        status = manifest[name].get("status")
-        decision = decisions.get(name, {}).get("decision", "pending")
-        typer.echo(f"  {name:<24} {status:<14} {decision}")
+        typer.echo(f"  {name:<24} {manifest[name].status:<14} {decisions.get(name, Decision()).label}")
 
 
 @app.command("web")

@@ -9,7 +9,17 @@ import torch
 
 from derain.cli import main
 from derain.data import PairedFolder
-from derain.data.rainbuild import Source, build_dataset, build_sequence, decide, read_json
+from derain.data.rainbuild import (
+    Decision,
+    SequenceEntry,
+    Source,
+    build_dataset,
+    build_sequence,
+    decide,
+    read_decisions,
+    read_json,
+    read_manifest,
+)
 from derain.data.realrain import clean_from_frames, frame_shift, frames_for_density, rain_density
 from derain.errors import InputError
 from derain.io import read_image, write_image
@@ -78,11 +88,33 @@ def test_bad_sequences_get_one_line_errors(tmp_path: Path) -> None:
     (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
     out = tmp_path / "ds"
     manifest = build_dataset([short, mixed], out, frames=8)
-    assert "fewer than the 8 needed" in manifest["short"]["reason"]
-    assert "all frames must have one size" in manifest["mixed"]["reason"]
+    assert "fewer than the 8 needed" in manifest["short"].reason and manifest["short"].status == "failed"
+    assert "all frames must have one size" in manifest["mixed"].reason
     pytest.importorskip("av", reason="video input needs PyAV")
     assert main(["build-dataset", str(tmp_path / "broken.mp4"), "-o", str(out)]) == 0
     assert "not a readable video" in read_json(out / "manifest.json")["broken"]["reason"]
+
+
+def test_manifest_and_decisions_are_typed_records(tmp_path: Path) -> None:
+    static = frames_folder(tmp_path / "street", synthetic_video("normal", 12))
+    out = tmp_path / "ds"
+    manifest = build_dataset([static], out, frames=10, patch=32)
+    assert read_manifest(out) == manifest  # what is written is what was returned, field for field
+    entry = manifest["street"]
+    assert entry.built and entry.frames_used == 10 and len(entry.pairs) == 10 and entry.patch == 32
+    assert SequenceEntry.from_json(entry.to_json(), where="x") == entry
+    assert read_decisions(out) == {}
+    assert decide(out, "street", "rebuild", more=20) == Decision("rebuild", 20)
+    assert read_decisions(out) == {"street": Decision("rebuild", 20)}
+    assert read_json(out / "decisions.json") == {"street": {"decision": "rebuild", "more": 20}}  # the file format
+    failed = SequenceEntry(source="a.mp4", status="failed", reason="why")
+    assert failed.to_json() == {"source": "a.mp4", "status": "failed", "reason": "why"} and not failed.built
+    (out / "manifest.json").write_text('{"street": {"status": "built"}}')
+    with pytest.raises(InputError, match=r"manifest\.json: street: not a sequence entry"):
+        read_manifest(out)
+    (out / "decisions.json").write_text('{"street": {"decision": "rebuild", "more": "lots"}}')
+    with pytest.raises(InputError, match="more must be a number"):
+        read_decisions(out)
 
 
 def test_patches_for_training(tmp_path: Path) -> None:

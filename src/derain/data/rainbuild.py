@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,97 @@ LIST_FILE = "real_world.txt"
 PATCH_LIST_FILE = "real_world_patches.txt"
 DECISIONS = ("accepted", "rejected", "rebuild")
 _PROBE = 20
+MANIFEST, DECISIONS_FILE = "manifest.json", "decisions.json"
+
+
+@dataclass(frozen=True)
+class SequenceEntry:
+    """One sequence of ``manifest.json``: where it came from, whether it was built, and the numbers of its build."""
+
+    source: str
+    status: str                       # "built", "moving camera" or "failed"
+    reason: str = ""                  # why it was not built
+    frames_used: int = 0              # N
+    density: float = 0.0              # rain density of the first 20 frames
+    n_from_density: int = 0           # the paper's N for that density (20/100/200)
+    extra: int = 0                    # frames added by rebuilds
+    rank: int = 0                     # the global percentile rank, as a histogram bin
+    p: float = 0.0                    # ... and as a fraction
+    coverage: float = 0.0             # share of pixels whose mode range holds the chosen rank
+    pairs: tuple[str, ...] = ()       # rain/<name> frames written
+    patch: int = 0                    # training crops (0: none)
+    stride: int = 0
+    patches: tuple[str, ...] = ()     # crop keys "Y_X"
+
+    @property
+    def built(self) -> bool:
+        return self.status == "built"
+
+    def to_json(self) -> dict[str, Any]:
+        if not self.built:
+            return {"source": self.source, "status": self.status, "reason": self.reason}
+        data = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k != "reason"}
+        if not self.patch:
+            for key in ("patch", "stride", "patches"):
+                data.pop(key)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any, *, where: str) -> SequenceEntry:
+        if not isinstance(data, dict) or not isinstance(data.get("source"), str) or \
+                not isinstance(data.get("status"), str):
+            raise InputError(f"{where}: not a sequence entry (needs source and status); fix or remove it")
+        known = {f.name for f in fields(cls)}
+        values = {k: tuple(v) if k in ("pairs", "patches") else v for k, v in data.items() if k in known}
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise InputError(f"{where}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A review decision of ``decisions.json``: pending, accepted, rejected, or rebuild with ``more`` frames."""
+
+    decision: str = "pending"
+    more: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"decision": self.decision, **({"more": self.more} if self.decision == "rebuild" else {})}
+
+    @property
+    def label(self) -> str:
+        return self.decision + (f" +{self.more}" if self.decision == "rebuild" else "")
+
+    @classmethod
+    def from_json(cls, data: Any, *, where: str) -> Decision:
+        if not isinstance(data, dict) or not isinstance(data.get("decision", "pending"), str):
+            raise InputError(f"{where}: not a decision (needs decision); fix or remove it")
+        try:
+            return cls(decision=data.get("decision", "pending"), more=int(data.get("more") or 0))
+        except (TypeError, ValueError):
+            raise InputError(f"{where}: more must be a number of frames") from None
+
+
+def read_manifest(dataset: Path) -> dict[str, SequenceEntry]:
+    """The sequences of ``dataset/manifest.json`` by name (empty when there is none)."""
+    path = dataset / MANIFEST
+    return {name: SequenceEntry.from_json(entry, where=f"{path}: {name}")
+            for name, entry in read_json(path).items()}
+
+
+def read_decisions(dataset: Path) -> dict[str, Decision]:
+    """The review decisions of ``dataset/decisions.json`` by name (a sequence not listed is pending)."""
+    path = dataset / DECISIONS_FILE
+    return {name: Decision.from_json(entry, where=f"{path}: {name}") for name, entry in read_json(path).items()}
+
+
+def _write_manifest(dataset: Path, manifest: dict[str, SequenceEntry]) -> None:
+    _write_json(dataset / MANIFEST, {name: entry.to_json() for name, entry in manifest.items()})
+
+
+def _write_decisions(dataset: Path, decisions: dict[str, Decision]) -> None:
+    _write_json(dataset / DECISIONS_FILE, {name: d.to_json() for name, d in decisions.items()})
 
 
 @dataclass(frozen=True)
@@ -136,7 +227,7 @@ def patch_starts(size: int, patch: int, stride: int) -> list[int]:
 
 def build_sequence(source: Source, out: Path, *, frames: int | None = None, extra: int = 0, max_shift: int = 0,
                    align: bool = False, mask_threshold: float = 8 / 255, patch: int = 0, stride: int | None = None,
-                   progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+                   progress: Callable[[int, int, str], None] | None = None) -> SequenceEntry:
     """Build one sequence into ``out/<name>``; returns its manifest entry.
 
     ``patch`` > 0 also cuts every pair (and its mask) into ``patch x patch`` crops every ``stride`` pixels
@@ -193,10 +284,10 @@ def build_sequence(source: Source, out: Path, *, frames: int | None = None, extr
         pairs.append(name)
         if progress:
             progress(k, n, f"{source.name}: pairs")
-    return {"source": str(source.path), "frames_used": n, "density": round(density, 5),
-            "n_from_density": frames_for_density(density), "extra": extra, "rank": estimate.rank,
-            "p": round(estimate.p, 5), "coverage": round(estimate.coverage, 5), "pairs": pairs,
-            **({"patch": patch, "stride": step, "patches": keys} if patch else {}), "status": "built"}
+    return SequenceEntry(source=str(source.path), status="built", frames_used=n, density=round(density, 5),
+                         n_from_density=frames_for_density(density), extra=extra, rank=estimate.rank,
+                         p=round(estimate.p, 5), coverage=round(estimate.coverage, 5), pairs=tuple(pairs),
+                         patch=patch, stride=step if patch else 0, patches=tuple(keys))
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -219,16 +310,16 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def write_list(dataset: Path) -> Path:
     """The SPANet list of every accepted sequence's pairs (paths relative to the dataset folder); when any
     sequence has patches, also the list of the accepted sequences' patches."""
-    manifest, decisions = read_json(dataset / "manifest.json"), read_json(dataset / "decisions.json")
+    manifest, decisions = read_manifest(dataset), read_decisions(dataset)
     lines, patch_lines = [], []
     for name in sorted(manifest):
         entry = manifest[name]
-        if entry.get("status") != "built" or decisions.get(name, {}).get("decision") != "accepted":
+        if not entry.built or decisions.get(name, Decision()).decision != "accepted":
             continue
-        lines += [f"{name}/rain/{p} {name}/clean.png" for p in entry["pairs"]]
+        lines += [f"{name}/rain/{p} {name}/clean.png" for p in entry.pairs]
         patch_lines += [f"{name}/patches/rain/{p[:-4]}_{key}.png {name}/patches/clean/{key}.png"
-                        for p in entry["pairs"] for key in entry.get("patches", [])]
-    has_patches = any(e.get("patches") for e in manifest.values())
+                        for p in entry.pairs for key in entry.patches]
+    has_patches = any(e.patches for e in manifest.values())
     for path, listed in ((dataset / LIST_FILE, lines), (dataset / PATCH_LIST_FILE, patch_lines)):
         if path.name == PATCH_LIST_FILE and not has_patches and not path.exists():
             continue
@@ -237,18 +328,18 @@ def write_list(dataset: Path) -> Path:
     return dataset / LIST_FILE
 
 
-def decide(dataset: Path, name: str, decision: str, *, more: int = 0) -> dict[str, Any]:
+def decide(dataset: Path, name: str, decision: str, *, more: int = 0) -> Decision:
     """Record a review decision (saved at once, so review survives a restart) and refresh the list file."""
     if decision not in DECISIONS:
         raise InputError(f"unknown decision {decision!r}; use one of {', '.join(DECISIONS)}")
-    manifest = read_json(dataset / "manifest.json")
+    manifest = read_manifest(dataset)
     if name not in manifest:
         raise InputError(f"{dataset}: no sequence named {name!r}; sequences: {', '.join(sorted(manifest)) or 'none'}")
     if decision == "rebuild" and more not in (10, 20, 50):
         raise InputError("rebuild adds 10, 20 or 50 frames (the paper's steps); pass more=10, 20 or 50")
-    decisions = read_json(dataset / "decisions.json")
-    decisions[name] = {"decision": decision, **({"more": more} if decision == "rebuild" else {})}
-    _write_json(dataset / "decisions.json", decisions)
+    decisions = read_decisions(dataset)
+    decisions[name] = Decision(decision, more if decision == "rebuild" else 0)
+    _write_decisions(dataset, decisions)
     write_list(dataset)
     return decisions[name]
 
@@ -257,33 +348,33 @@ def build_dataset(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLi
                   align: bool = False, max_shift: int = 0, accept_all: bool = False, patch: int = 0,
                   stride: int | None = None,
                   progress: Callable[[int, int, str], None] | None = None,
-                  report: Callable[[str, str], None] | None = None) -> dict[str, Any]:
+                  report: Callable[[str, str], None] | None = None) -> dict[str, SequenceEntry]:
     """Build (or rebuild) every sequence of ``inputs`` into ``out``; returns the manifest.
 
     Sequences already built are kept unless a review decision asks to rebuild them with more frames.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = read_json(out / "manifest.json")
-    decisions = read_json(out / "decisions.json")
+    manifest = read_manifest(out)
+    decisions = read_decisions(out)
     for source in find_sources(inputs):
-        wanted = decisions.get(source.name, {})
-        rebuild = wanted.get("decision") == "rebuild"
-        done = manifest.get(source.name, {})
-        if done.get("status") == "built" and not rebuild:
+        wanted = decisions.get(source.name, Decision())
+        rebuild = wanted.decision == "rebuild"
+        done = manifest.get(source.name)
+        if done is not None and done.built and not rebuild:
             continue
-        extra = int(done.get("extra", 0)) + int(wanted.get("more", 0)) if rebuild else 0
+        extra = (done.extra if done is not None else 0) + wanted.more if rebuild else 0
         try:
             manifest[source.name] = build_sequence(source, out, frames=frames, extra=extra, max_shift=max_shift,
                                                    align=align, patch=patch, stride=stride, progress=progress)
             if rebuild or accept_all:
-                decisions[source.name] = {"decision": "accepted"} if accept_all else {"decision": "pending"}
+                decisions[source.name] = Decision("accepted" if accept_all else "pending")
         except InputError as exc:
             status = "moving camera" if isinstance(exc, MovingCamera) else "failed"
-            manifest[source.name] = {"source": str(source.path), "status": status, "reason": str(exc)}
+            manifest[source.name] = SequenceEntry(source=str(source.path), status=status, reason=str(exc))
             if report:
                 report(source.name, str(exc))
-        _write_json(out / "manifest.json", manifest)
-        _write_json(out / "decisions.json", decisions)
+        _write_manifest(out, manifest)
+        _write_decisions(out, decisions)
     write_list(out)
     return manifest

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from derain.data.rainbuild import LIST_FILE, decide, read_json
+from derain.data.rainbuild import LIST_FILE, MANIFEST, Decision, SequenceEntry, decide, read_decisions, read_manifest
 from derain.errors import InputError
 
 try:
@@ -36,16 +36,23 @@ SHOWN_FRAMES = 3
 KINDS = ("rain", "mask", "diff")
 
 
-def _state(dataset: Path) -> dict[str, dict[str, Any]]:
-    manifest, decisions = read_json(dataset / "manifest.json"), read_json(dataset / "decisions.json")
-    return {name: {**manifest[name], "decision": decisions.get(name, {}).get("decision", "pending"),
-                   "more": decisions.get(name, {}).get("more")} for name in sorted(manifest)}
+State = dict[str, tuple[SequenceEntry, Decision]]
 
 
-def _counts(state: dict[str, dict[str, Any]]) -> dict[str, int]:
+def _state(dataset: Path) -> State:
+    manifest, decisions = read_manifest(dataset), read_decisions(dataset)
+    return {name: (manifest[name], decisions.get(name, Decision())) for name in sorted(manifest)}
+
+
+def _as_json(state: State) -> dict[str, dict[str, Any]]:
+    return {name: {**entry.to_json(), "decision": decision.decision, "more": decision.more or None}
+            for name, (entry, decision) in state.items()}
+
+
+def _counts(state: State) -> dict[str, int]:
     counts = {"accepted": 0, "rejected": 0, "rebuild": 0, "pending": 0, "not built": 0}
-    for entry in state.values():
-        counts[entry["decision"] if entry.get("status") == "built" else "not built"] += 1
+    for entry, decision in state.values():
+        counts[decision.decision if entry.built else "not built"] += 1
     return counts
 
 
@@ -66,27 +73,25 @@ def difference_png(rain: Path, clean: Path, *, gain: int = DIFF_GAIN) -> bytes:
     return buffer.getvalue()
 
 
-def _shown(pairs: list[str]) -> list[str]:
+def _shown(pairs: tuple[str, ...]) -> list[str]:
     if len(pairs) <= SHOWN_FRAMES:
         return list(pairs)
     step = (len(pairs) - 1) / (SHOWN_FRAMES - 1)
     return [pairs[round(k * step)] for k in range(SHOWN_FRAMES)]
 
 
-def _card(name: str, entry: dict[str, Any]) -> str:
+def _card(name: str, entry: SequenceEntry, decision: Decision) -> str:
     e = html.escape
-    if entry.get("status") != "built":
-        status = str(entry.get("status"))
+    if not entry.built:
         return (f'<section class="seq unbuilt" data-name="{e(name)}"><h2>{e(name)} <span class="decision" '
-                f'data-decision="{e(status)}">{e(status)}</span></h2><p class="reason">'
-                f'{e(str(entry.get("reason", "")))}</p></section>')
-    decision = entry["decision"] + (f" +{entry['more']}" if entry["decision"] == "rebuild" else "")
-    head = (f'<h2>{e(name)} <span class="decision" data-decision="{e(entry["decision"])}">{e(decision)}</span>'
+                f'data-decision="{e(entry.status)}">{e(entry.status)}</span></h2><p class="reason">'
+                f'{e(entry.reason)}</p></section>')
+    head = (f'<h2>{e(name)} <span class="decision" data-decision="{e(decision.decision)}">{e(decision.label)}</span>'
             "</h2>")
-    pairs = entry["pairs"]
-    stats = (f'N = {entry["frames_used"]} frames ({entry["extra"]} added by rebuilds); rain density '
-             f'{entry["density"]:.1%} (the paper\'s rule gives N = {entry["n_from_density"]}); global rank '
-             f'p = {entry["p"]:.3f}, inside {entry["coverage"]:.0%} of the mode ranges; source {e(entry["source"])}')
+    pairs = entry.pairs
+    stats = (f"N = {entry.frames_used} frames ({entry.extra} added by rebuilds); rain density "
+             f"{entry.density:.1%} (the paper's rule gives N = {entry.n_from_density}); global rank "
+             f"p = {entry.p:.3f}, inside {entry.coverage:.0%} of the mode ranges; source {e(entry.source)}")
 
     def figure(src: str, caption: str, kind: str, frame: str) -> str:
         return (f'<figure><img src="{e(src)}" alt="{e(caption)}" data-kind="{kind}" data-frame="{e(frame)}" '
@@ -101,14 +106,14 @@ def _card(name: str, entry: dict[str, Any]) -> str:
     buttons = ('<button data-decision="accepted">Accept</button><button data-decision="rejected">Reject</button>'
                + "".join(f'<button data-decision="rebuild" data-more="{m}">Rebuild +{m}</button>'
                          for m in (10, 20, 50)))
-    return (f'<section class="seq" data-name="{e(name)}" data-frames="{e(json.dumps(pairs))}">{head}'
+    return (f'<section class="seq" data-name="{e(name)}" data-frames="{e(json.dumps(list(pairs)))}">{head}'
             f'<p class="stats">{stats}</p><div class="strip">{"".join(figures)}</div>'
             f'<div class="actions">{buttons}<span class="message"></span></div></section>')
 
 
 
 
-def _summary(dataset: Path, state: dict[str, dict[str, Any]]) -> str:
+def _summary(dataset: Path, state: State) -> str:
     counts = _counts(state)
     parts = [f"{v} {k}" for k, v in counts.items() if v]
     return f"{len(state)} sequence(s): {', '.join(parts) or 'none'}; {LIST_FILE} lists {_listed_pairs(dataset)} pairs"
@@ -117,7 +122,7 @@ def _summary(dataset: Path, state: dict[str, dict[str, Any]]) -> str:
 def page(dataset: Path) -> str:
     """The whole review page of ``dataset`` as HTML."""
     state = _state(dataset)
-    cards = "".join(_card(name, entry) for name, entry in state.items()) or "<p>No sequences in manifest.json.</p>"
+    cards = "".join(_card(name, *item) for name, item in state.items()) or "<p>No sequences in manifest.json.</p>"
     kinds = "".join(f'<button data-kind="{k}">{k}</button>' for k in ("clean", "rain", "diff", "mask"))
     viewer = (f'<div id="viewer"><div class="bar"><button id="close">Close (Esc)</button>{kinds}'
               '<label>zoom <input id="zoom" type="range" min="1" max="16" step="1" value="2"></label>'
@@ -136,14 +141,14 @@ def page(dataset: Path) -> str:
 def create_app(dataset: str | Path) -> FastAPI:
     """The review app of ``dataset`` (a folder made by ``derain build-dataset``)."""
     dataset = Path(dataset)
-    if not (dataset / "manifest.json").is_file():
-        raise InputError(f"{dataset}: no manifest.json; build the dataset with derain build-dataset first")
-    read_json(dataset / "manifest.json")  # fails early on a broken manifest
+    if not (dataset / MANIFEST).is_file():
+        raise InputError(f"{dataset}: no {MANIFEST}; build the dataset with derain build-dataset first")
+    read_manifest(dataset)  # fails early on a broken manifest
     app = FastAPI(title="derain review", docs_url=None, redoc_url=None, openapi_url=None)
 
-    def built(name: str) -> dict[str, Any]:
-        entry = read_json(dataset / "manifest.json").get(name)
-        if entry is None or entry.get("status") != "built":
+    def built(name: str) -> SequenceEntry:
+        entry = read_manifest(dataset).get(name)
+        if entry is None or not entry.built:
             raise HTTPException(404, f"no built sequence named {name!r}")
         return entry
 
@@ -156,7 +161,7 @@ def create_app(dataset: str | Path) -> FastAPI:
     @app.get("/api/sequences")
     def sequences() -> dict[str, Any]:
         state = _state(dataset)
-        return {"sequences": state, "counts": _counts(state), "summary": _summary(dataset, state)}
+        return {"sequences": _as_json(state), "counts": _counts(state), "summary": _summary(dataset, state)}
 
     @app.post("/api/decision")
     async def decision(request: Request) -> JSONResponse:
@@ -171,7 +176,7 @@ def create_app(dataset: str | Path) -> FastAPI:
             saved = decide(dataset, body["name"], str(body.get("decision")), more=more)
         except (InputError, TypeError, ValueError) as exc:
             raise HTTPException(400, str(exc)) from None
-        return JSONResponse({"name": body["name"], **saved, "listed": _listed_pairs(dataset)})
+        return JSONResponse({"name": body["name"], **saved.to_json(), "listed": _listed_pairs(dataset)})
 
     @app.get("/img/{name}/clean")
     def clean(name: str) -> FileResponse:
@@ -181,7 +186,7 @@ def create_app(dataset: str | Path) -> FastAPI:
     @app.get("/img/{name}/{kind}/{frame}")
     def frame(name: str, kind: str, frame: str) -> Response:
         entry = built(name)
-        if kind not in KINDS or frame not in entry["pairs"]:  # only names the manifest lists: no path tricks
+        if kind not in KINDS or frame not in entry.pairs:  # only names the manifest lists: no path tricks
             raise HTTPException(404, f"{name}: no {kind} picture {frame!r}")
         if kind == "diff":
             return Response(difference_png(dataset / name / "rain" / frame, dataset / name / "clean.png"),
