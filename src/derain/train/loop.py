@@ -212,6 +212,143 @@ def _tensorboard(out: Path) -> Any:
     return SummaryWriter(str(out / "tensorboard"))
 
 
+def _open_run(cfg: Config, out: Path, resume: bool) -> dict[str, Any] | None:
+    """The checkpoint to resume from (``None``: a new run), after checking the folder and the config."""
+    checkpoint_path = out / CHECKPOINT
+    if not resume:
+        if checkpoint_path.exists() or (out / WEIGHTS).exists():
+            raise InputError(f"{out}: already holds a training run; pass --resume to continue it, or choose a new "
+                             "output folder")
+        return None
+    if not checkpoint_path.is_file():
+        raise InputError(f"{out}: no {CHECKPOINT} to resume from; start the run without --resume")
+    state = _read_checkpoint(checkpoint_path)
+    diffs = _check_resumable(state["config"], to_dict(cfg))
+    if diffs:
+        raise InputError(f"{out}: the config differs from the run being resumed ({'; '.join(diffs)}); "
+                         "resume with the run's own config (derain train --resume OUT)")
+    return state
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+class _Trainer:
+    """The model and what updates it: one :meth:`step` per batch, and the state a checkpoint holds."""
+
+    def __init__(self, cfg: Config, ctx: distributed.Context, fresh: bool) -> None:
+        self.cfg, self.ctx, self.device = cfg, ctx, ctx.device
+        self.model = create_model(cfg.model.name, **cfg.model.options)
+        init_weights(self.model, cfg.model.init)
+        if cfg.model.weights and fresh:
+            warm_start(self.model, cfg.model.weights, cfg.model.name)
+        self.model.to(self.device).train()
+        self.net: nn.Module = self.model
+        if ctx.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
+        self.loss_fn = get_loss(cfg.loss)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
+                                          weight_decay=cfg.optim.weight_decay)
+        milestones = sorted({max(1, round(f * cfg.train.steps)) for f in cfg.schedule.milestones})
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=milestones,
+                                                              gamma=cfg.schedule.gamma)
+        self.amp = cfg.train.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+
+    def restore(self, state: dict[str, Any]) -> tuple[int, float]:
+        """Load a checkpoint's states; returns ``(step, seconds trained so far)``."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        rank = self.ctx.rank
+        _set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+        return int(state["step"]), float(state.get("seconds", 0.0))
+
+    def step(self, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        """One optimizer step on ``(rainy, clean, mask)``; returns the loss (detached)."""
+        rainy, clean, mask = (t.to(self.device, non_blocking=True) for t in batch)
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
+            loss = self.loss_fn(self.net(rainy), clean, mask)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.optim.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return loss.detach()
+
+    def save(self, path: Path, *, step: int, seconds: float) -> None:
+        """Write the checkpoint (rank 0), with every rank's RNG state (a collective call under DDP)."""
+        rng = [_rng_state()]
+        if self.ctx.distributed:
+            gathered: list[Any] = [None] * self.ctx.world
+            torch.distributed.all_gather_object(gathered, rng[0])
+            rng = gathered
+        if self.ctx.main:
+            payload = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                       "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "step": step,
+                       "seconds": seconds, "rng": rng, "config": to_dict(self.cfg)}
+            with atomic_write(path) as tmp:
+                torch.save(payload, tmp)
+
+
+class _RunLog:
+    """``log.csv``, TensorBoard (when installed) and the progress display; only rank 0 writes."""
+
+    def __init__(self, out: Path, *, total: int, step: int, append: bool, enabled: bool, progress: bool) -> None:
+        self.file: Any = None
+        self.writer: csv.DictWriter[str] | None = None
+        self.tb: Any = None
+        if enabled:
+            path = out / "log.csv"
+            append = append and path.exists()
+            self.file = open(path, "a" if append else "w", newline="")  # noqa: SIM115 (closed in close())
+            self.writer = csv.DictWriter(self.file, fieldnames=LOG_FIELDS)
+            if not append:
+                self.writer.writeheader()
+            self.tb = _tensorboard(out)
+        self.bar = _Progress(total, step, progress and enabled)
+
+    def write(self, row: dict[str, Any]) -> None:
+        if not row or self.writer is None:
+            return
+        self.writer.writerow(row)
+        self.file.flush()
+        if self.tb is not None:
+            for key in ("loss", "val_psnr", "val_ssim"):
+                if key in row:
+                    self.tb.add_scalar(key, float(row[key]), int(row["step"]))
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.file is not None:
+            self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _finish(cfg: Config, out: Path, trainer: _Trainer, *, step: int, seconds: float,
+            val: tuple[float | None, float | None]) -> None:
+    """The end of a run: the weights file and ``summary.json`` (rank 0), after checking the ranks agree."""
+    spread = distributed.max_difference(trainer.ctx, trainer.model)
+    if not trainer.ctx.main:
+        return
+    write_weights(out / WEIGHTS, model=cfg.model.name, options=dict(cfg.model.options),
+                  state_dict=trainer.model.state_dict(),
+                  extra={"steps": str(step), "config": json.dumps(to_dict(cfg), sort_keys=True)})
+    summary = {"model": cfg.model.name, "family": get_entry(cfg.model.name).family, "steps": step,
+               "seconds": seconds, "processes": trainer.ctx.world, "device": str(trainer.device),
+               "val_psnr": val[0], "val_ssim": val[1], "ranks_max_parameter_difference": spread}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
 def fit(cfg: Config, out: str | Path, *, resume: bool = False, stop_after: int | None = None,
         time_limit: float | None = None, progress: bool = True) -> FitResult:
     """Train ``cfg.model`` into the run folder ``out``.
@@ -222,163 +359,65 @@ def fit(cfg: Config, out: str | Path, *, resume: bool = False, stop_after: int |
     Under ``torchrun`` every process calls ``fit``; rank 0 writes the files.
     """
     out = Path(out)
-    checkpoint_path = out / CHECKPOINT
-    state: dict[str, Any] | None = None
-    if resume:
-        if not checkpoint_path.is_file():
-            raise InputError(f"{out}: no {CHECKPOINT} to resume from; start the run without --resume")
-        state = _read_checkpoint(checkpoint_path)
-        diffs = _check_resumable(state["config"], to_dict(cfg))
-        if diffs:
-            raise InputError(f"{out}: the config differs from the run being resumed ({'; '.join(diffs)}); "
-                             "resume with the run's own config (derain train --resume OUT)")
-    elif checkpoint_path.exists() or (out / WEIGHTS).exists():
-        raise InputError(f"{out}: already holds a training run; pass --resume to continue it, or choose a new "
-                         "output folder")
-
-    device = resolve_device(cfg.train.device)
-    ctx = distributed.setup(device)
-    device = ctx.device
+    state = _open_run(cfg, out, resume)
+    ctx = distributed.setup(resolve_device(cfg.train.device))
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    seed = cfg.train.seed
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
+    _seed_everything(cfg.train.seed)
+    trainer = _Trainer(cfg, ctx, fresh=state is None)
+    step, elapsed = trainer.restore(state) if state is not None else (0, 0.0)
 
-    entry = get_entry(cfg.model.name)
-    model = create_model(cfg.model.name, **cfg.model.options)
-    init_weights(model, cfg.model.init)
-    if cfg.model.weights and state is None:
-        warm_start(model, cfg.model.weights, cfg.model.name)
-    model.to(device).train()
-    loss_fn = get_loss(cfg.loss)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
-                                 weight_decay=cfg.optim.weight_decay)
-    milestones = sorted({max(1, round(f * cfg.train.steps)) for f in cfg.schedule.milestones})
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=cfg.schedule.gamma)
-    use_amp = cfg.train.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
-    step, elapsed = 0, 0.0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        step, elapsed = int(state["step"]), float(state.get("seconds", 0.0))
-        _set_rng_state(state["rng"][ctx.rank] if ctx.rank < len(state["rng"]) else state["rng"][0])
-
-    train_set, val_pairs = _datasets(cfg, seed)
+    train_set, val_pairs = _datasets(cfg, cfg.train.seed)
     if ctx.main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
-    net: nn.Module = model
-    if ctx.distributed:
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     sampler = StepBatchSampler(len(train_set), batch=cfg.data.batch, steps=cfg.train.steps, start=step,
-                               seed=seed, rank=ctx.rank, world=ctx.world)
+                               seed=cfg.train.seed, rank=ctx.rank, world=ctx.world)
     loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.data.workers,
-                        pin_memory=device.type == "cuda")
+                        pin_memory=ctx.device.type == "cuda")
+    log = _RunLog(out, total=cfg.train.steps, step=step, append=state is not None, enabled=ctx.main,
+                  progress=progress)
 
-    log_path = out / "log.csv"
-    writer = tb = None
-    log_file = None
-    if ctx.main:
-        new_log = not log_path.exists() or state is None
-        log_file = open(log_path, "w" if new_log else "a", newline="")  # noqa: SIM115 (closed in finally)
-        writer = csv.DictWriter(log_file, fieldnames=LOG_FIELDS)
-        if new_log:
-            writer.writeheader()
-        tb = _tensorboard(out)
-
-    bar = _Progress(cfg.train.steps, step, progress and ctx.main)
     start_step, t0 = step, time.perf_counter()
     t_mark, step_mark = t0, step
     val_psnr = val_ssim = None
     finished = step >= cfg.train.steps
-
-    def save_checkpoint() -> None:
-        rng = [_rng_state()]
-        if ctx.distributed:
-            gathered: list[Any] = [None] * ctx.world
-            torch.distributed.all_gather_object(gathered, rng[0])
-            rng = gathered
-        if ctx.main:
-            payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                       "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step,
-                       "seconds": elapsed + time.perf_counter() - t0, "rng": rng, "config": to_dict(cfg)}
-            with atomic_write(checkpoint_path) as tmp:
-                torch.save(payload, tmp)
-
     try:
-        for keys_batch in loader:
-            rainy, clean, mask = (t.to(device, non_blocking=True) for t in keys_batch)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                output = net(rainy)
-                loss = loss_fn(output, clean, mask)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.optim.grad_clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+        for batch in loader:
+            loss = trainer.step(batch)
             step += 1
             finished = step >= cfg.train.steps
             stopping = finished or (stop_after is not None and step - start_step >= stop_after)
             if time_limit is not None and not stopping:  # every rank must agree, or DDP would hang
                 stopping = distributed.any_true(ctx, time.perf_counter() - t0 >= time_limit)
 
-            logged = step % cfg.train.log_every == 0 or stopping
-            validated = step % cfg.train.val_every == 0 or finished
             row: dict[str, Any] = {}
-            loss_value = float(loss.detach())
-            if logged:
-                loss_value = distributed.mean(ctx, loss_value)
+            if step % cfg.train.log_every == 0 or stopping:
+                loss_value = distributed.mean(ctx, float(loss))
                 now = time.perf_counter()
                 rate = (step - step_mark) * cfg.data.batch * ctx.world / max(now - t_mark, 1e-9)
                 t_mark, step_mark = now, step
-                row = {"step": step, "loss": f"{loss_value:.6f}", "lr": f"{scheduler.get_last_lr()[0]:.3g}",
+                row = {"step": step, "loss": f"{loss_value:.6f}", "lr": f"{trainer.scheduler.get_last_lr()[0]:.3g}",
                        "seconds": f"{elapsed + now - t0:.1f}", "samples_per_s": f"{rate:.2f}"}
-            if validated and ctx.main:
-                val_psnr, val_ssim = validate(model, val_pairs, device)
+            if (step % cfg.train.val_every == 0 or finished) and ctx.main:
+                val_psnr, val_ssim = validate(trainer.model, val_pairs, ctx.device)
                 row.update({"step": step, "val_psnr": f"{val_psnr:.4f}", "val_ssim": f"{val_ssim:.5f}"})
-            if row and writer is not None and log_file is not None:
-                writer.writerow(row)
-                log_file.flush()
-                if tb is not None:
-                    for k in ("loss", "val_psnr", "val_ssim"):
-                        if k in row:
-                            tb.add_scalar(k, float(row[k]), step)
-            if logged:
+            log.write(row)
+            if "loss" in row:
                 extra = f" val {val_psnr:.2f} dB" if val_psnr is not None else ""
-                bar.update(step, loss_value, float(row.get("samples_per_s", 0.0)), extra)
+                log.bar.update(step, float(row["loss"]), float(row["samples_per_s"]), extra)
             if step % cfg.train.ckpt_every == 0 or stopping:
-                save_checkpoint()
+                trainer.save(out / CHECKPOINT, step=step, seconds=elapsed + time.perf_counter() - t0)
             if stopping:
                 break
         seconds = elapsed + time.perf_counter() - t0
         if finished:
-            spread = distributed.max_difference(ctx, model)
-            if ctx.main:
-                write_weights(out / WEIGHTS, model=cfg.model.name, options=dict(cfg.model.options),
-                              state_dict=model.state_dict(),
-                              extra={"steps": str(step), "config": json.dumps(to_dict(cfg), sort_keys=True)})
-                summary = {"model": cfg.model.name, "family": entry.family, "steps": step, "seconds": seconds,
-                           "processes": ctx.world, "device": str(device), "val_psnr": val_psnr,
-                           "val_ssim": val_ssim, "ranks_max_parameter_difference": spread}
-                (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            _finish(cfg, out, trainer, step=step, seconds=seconds, val=(val_psnr, val_ssim))
         distributed.barrier(ctx)
     finally:
-        bar.close()
-        if log_file is not None:
-            log_file.close()
-        if tb is not None:
-            tb.close()
+        log.close()
         distributed.teardown(ctx)
-    return FitResult(out, step, finished, seconds, val_psnr, val_ssim, model, ctx.main)
+    return FitResult(out, step, finished, seconds, val_psnr, val_ssim, trainer.model, ctx.main)
 
 
 def load_run_config(out: str | Path) -> Config:
