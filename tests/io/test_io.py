@@ -576,3 +576,33 @@ def test_from_tensor_rounding_clamping_and_errors() -> None:
         from_tensor(torch.zeros(3, 3, 2, 2))
     with pytest.raises(InputError, match=r"torch\.Tensor"):
         from_tensor(np.zeros((3, 2, 2)))  # type: ignore[arg-type]
+
+
+def test_corrupt_zlib_streams_are_errors_never_wrong_pixels(tmp_path: Path) -> None:
+    """The Adler-32 checksum at the end of every Deflate stream is checked (PNG image data, TIFF strips): a stream
+    cut short, with a wrong checksum or longer than the header says is refused with the file's name."""
+    from derain.io import _png
+
+    pixels = np.random.default_rng(5).integers(0, 65535, (24, 20, 3)).astype(np.uint16)
+    raw = np.concatenate([np.zeros((24, 1), np.uint8), pixels.astype(">u2").view(np.uint8).reshape(24, -1)], axis=1)
+    stream = zlib.compress(raw.tobytes())
+    header = struct.pack(">IIBBBBB", 20, 24, 16, 2, 0, 0, 0)
+
+    def png(data: bytes) -> bytes:
+        return _png.SIGNATURE + _png._chunk(b"IHDR", header) + _png._chunk(b"IDAT", data) + _png.IEND
+
+    assert np.array_equal(_png.decode(png(stream)).pixels, pixels)
+    wrong_sum = stream[:-4] + bytes(b ^ 0xFF for b in stream[-4:])
+    longer = zlib.compress(raw.tobytes() + bytes(3 * raw.size))
+    for data, why in ((wrong_sum, "incorrect data check"), (stream[:-6], "cut short"), (longer, "longer than")):
+        (tmp_path / "bad.png").write_bytes(png(data))
+        with pytest.raises(InputError, match=rf"bad\.png.*{why}"):
+            read_image(tmp_path / "bad.png")
+    # a TIFF strip whose Deflate checksum is wrong (our writer puts its one strip right after the 8-byte header)
+    tif = bytearray(_tiff.encode(pixels))
+    inflater = zlib.decompressobj()
+    inflater.decompress(bytes(tif[8:]))
+    tif[len(tif) - len(inflater.unused_data) - 1] ^= 0xFF  # the strip's last byte: its checksum
+    (tmp_path / "bad.tif").write_bytes(bytes(tif))
+    with pytest.raises(InputError, match=r"bad\.tif.*incorrect data check"):
+        read_image(tmp_path / "bad.tif")

@@ -98,11 +98,7 @@ def decode(data: bytes) -> PngImage:
     passes = ADAM7 if head.interlace else ((0, 0, 1, 1),)
     sizes = [(-(-(head.height - y0) // dy), -(-(head.width - x0) // dx)) for x0, y0, dx, dy in passes]
     expected = sum(h * (1 + w * bpp) for h, w in sizes if h and w)
-    inflater = zlib.decompressobj()
-    try:
-        raw = inflater.decompress(b"".join(idat), expected)
-    except zlib.error as exc:
-        raise PngError(f"corrupt image data ({exc})") from exc
+    raw = inflate(b"".join(idat), expected, "image data")
     if len(raw) < expected:
         raise PngError(f"truncated image data ({len(raw)} of {expected} bytes)")
 
@@ -167,25 +163,56 @@ def unfilter(filtered: np.ndarray, types: np.ndarray, bpp: int) -> np.ndarray:
     return out.reshape(h, rowbytes)
 
 
-def _filter_rows(raw: np.ndarray, bpp: int, filter_type: int | None) -> np.ndarray:
-    """Filter ``raw`` ((H, row bytes) uint8); per row the type with the smallest sum of |signed bytes|."""
-    cur = raw.astype(np.int16)
+def _filter_band(cur: np.ndarray, prev: np.ndarray, bpp: int, filter_type: int | None) -> np.ndarray:
+    """Filter the rows ``cur`` ((h, row bytes) int16) whose row above the first is ``prev``; rows prefixed by
+    their filter type: per row the type with the smallest sum of |signed bytes| (or ``filter_type``)."""
+    above = np.concatenate([prev[None], cur[:-1]])
     left = np.zeros_like(cur)
     left[:, bpp:] = cur[:, :-bpp]
-    up = np.zeros_like(cur)
-    up[1:] = cur[:-1]
     upleft = np.zeros_like(cur)
-    upleft[1:, bpp:] = cur[:-1, :-bpp]
-    average, paeth = (left + up) >> 1, _paeth(left, up, upleft)
-    candidates = np.stack([cur, cur - left, cur - up, cur - average, cur - paeth])
+    upleft[:, bpp:] = above[:, :-bpp]
+    average, paeth = (left + above) >> 1, _paeth(left, above, upleft)
+    candidates = np.stack([cur, cur - left, cur - above, cur - average, cur - paeth])
     candidates = (candidates & 0xFF).astype(np.uint8)
     if filter_type is None:
-        cost = np.abs(candidates.view(np.int8).astype(np.int32)).sum(axis=2)
+        cost = np.abs(candidates.view(np.int8).astype(np.int16)).sum(axis=2, dtype=np.int64)
         types = cost.argmin(axis=0)
     else:
-        types = np.full(raw.shape[0], filter_type)
-    rows = candidates[types, np.arange(raw.shape[0])]
+        types = np.full(cur.shape[0], filter_type)
+    rows = candidates[types, np.arange(cur.shape[0])]
     return np.concatenate([types.astype(np.uint8)[:, None], rows], axis=1)
+
+
+def _filter_rows(raw: np.ndarray, bpp: int, filter_type: int | None, band: int = 64) -> np.ndarray:
+    """Filter ``raw`` ((H, row bytes) uint8) in bands of rows, so memory stays a few times one band's."""
+    out = np.empty((raw.shape[0], raw.shape[1] + 1), np.uint8)
+    prev = np.zeros(raw.shape[1], np.int16)
+    for top in range(0, raw.shape[0], band):
+        cur = raw[top:top + band].astype(np.int16)
+        out[top:top + band] = _filter_band(cur, prev, bpp, filter_type)
+        prev = cur[-1]
+    return out
+
+
+def inflate(data: bytes, expected: int, what: str) -> bytes:
+    """Decompress a zlib stream of (at least) ``expected`` bytes and check that it ends and that its Adler-32
+    checksum holds, so corrupt data is an error, never wrong pixels. Output past ``expected`` (padding some writers
+    add) is read only to reach the checksum, at most ``expected`` bytes more; a longer stream is refused."""
+    inflater = zlib.decompressobj()
+    extra = 0
+    try:
+        out = inflater.decompress(data, expected)
+        while not inflater.eof and extra <= expected:
+            more = inflater.decompress(inflater.unconsumed_tail, min(1 << 20, expected + 1 - extra))
+            extra += len(more)
+            if not more and not inflater.unconsumed_tail:
+                break  # the input is used up before the end of the stream
+    except zlib.error as exc:
+        raise PngError(f"corrupt {what} ({exc})") from exc
+    if not inflater.eof:
+        why = "longer than the header says" if extra > expected else "cut short"
+        raise PngError(f"corrupt {what} (the compressed stream is {why})")
+    return out
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:

@@ -15,6 +15,8 @@ import zlib
 
 import numpy as np
 
+from derain.io._png import PngError, inflate
+
 _TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8}
 _TYPE_CODES = {1: "B", 3: "H", 4: "I", 6: "b", 8: "h", 9: "i"}
 _STRIP_BYTES = 1 << 18
@@ -120,9 +122,9 @@ def _inflate(chunk: bytes, compression: int, expected: int) -> bytes:
         return chunk
     if compression in (8, 32946):
         try:
-            return zlib.decompressobj().decompress(chunk, expected)
-        except zlib.error as exc:
-            raise TiffError(f"corrupt Deflate data ({exc})") from exc
+            return inflate(chunk, expected, "Deflate data")
+        except PngError as exc:  # one zlib stream checker, shared with the PNG codec
+            raise TiffError(str(exc)) from exc
     if compression == 5:
         return _lzw_decode(chunk, expected)
     if compression == 32773:
