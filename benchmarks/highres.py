@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -44,52 +45,60 @@ def _upsample(x: torch.Tensor, k: int) -> torch.Tensor:
     return F.interpolate(x, scale_factor=k, mode="bicubic", align_corners=False).clamp(0, 1)
 
 
-def pairs_for(name: str, images: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    """``[(name, rainy, clean)]`` of a set named ``rain100L-x4`` / ``bsds-x3``."""
+def pairs_for(name: str, images: int) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+    """``(name, rainy, clean)`` of a set named ``rain100L-x4`` / ``bsds-x3``, made one at a time (a 4x Rain100 pair
+    is 60 MB: holding a set would crowd the memory the forward needs and make it tile)."""
     base, k_text = name.rsplit("-x", 1)
     k = int(k_text)
     if base in ("rain100L", "rain100H"):
         folder = PairedFolder(base)
         step = max(1, len(folder) // images)
-        picked = [folder[i] for i in range(0, len(folder), step)][:images]
-        return [(p.name, _upsample(p.rainy[None], k), _upsample(p.clean[None], k)) for p in picked]
-    if base == "bsds":
+        for i in list(range(0, len(folder), step))[:images]:
+            p = folder[i]
+            yield p.name, _upsample(p.rainy[None], k), _upsample(p.clean[None], k)
+    elif base == "bsds":
         root, never = resolve_images("bsds500")
         files = clean_files(root, drop=never)[:min(images, 8)]  # training holds these 8 out for validation
         textures = load_textures(resolve_images("rain_streaks")[0])
-        out = []
         for i, path in enumerate(files):
             clean = _upsample(read_image(path).image, k)
             rainy, _ = add_rain(clean[0], style="light", g=generator("highres", k, i), textures=textures, scale=k)
-            out.append((path.name, rainy[None], clean))
-        return out
-    raise SystemExit(f"unknown set {name!r}: use rain100L-xK, rain100H-xK or bsds-xK")
+            yield path.name, rainy[None], clean
+    else:
+        raise SystemExit(f"unknown set {name!r}: use rain100L-xK, rain100H-xK or bsds-xK")
 
 
-def run_set(restorer: derain.Restorer, name: str, images: int, scales: list[str], upsamples: list[str]) -> dict:
-    data = pairs_for(name, images)
-    rows: dict[str, dict[str, float]] = {}
-    inp = [measure(r, c, protocol="matlab-y", quantize="round") for _, r, c in data]
-    rows["input"] = {"psnr": statistics.mean(float(p) for p, _ in inp),
-                     "ssim": statistics.mean(float(s) for _, s in inp), "seconds": 0.0}
-    for scale in scales:
-        for how in upsamples if scale != "1" else ["-"]:
-            ps, ss, ts, chosen = [], [], [], []
-            for _, rainy, clean in data:
-                t0 = time.perf_counter()
-                s = resolve_scale(scale if scale == "auto" else int(scale), rainy)
-                out = derain_scaled(lambda t: restorer(t, scale=1), rainy, s, upsample=how if how != "-" else "guided")
-                ts.append(time.perf_counter() - t0)
-                chosen.append(s)
-                p, q = measure(out, clean, protocol="matlab-y", quantize="round")
-                ps.append(float(p))
-                ss.append(float(q))
-            key = f"scale {scale}" + (f" ({how})" if how != "-" else "")
-            rows[key] = {"psnr": statistics.mean(ps), "ssim": statistics.mean(ss), "seconds": statistics.median(ts),
-                         "scales": sorted(set(chosen))}
-            print(f"  {key:<22} {rows[key]['psnr']:7.2f} dB {rows[key]['ssim']:.4f}  {rows[key]['seconds']:6.2f} s"
-                  f"  (scale {sorted(set(chosen))})", flush=True)
-    return {"images": len(data), "size": list(data[0][1].shape[-2:]), "rows": rows}
+def run_set(restorer: derain.Restorer, name: str, images: int, scales: list[str], upsamples: list[str],
+            verbose: bool = False) -> dict:
+    runs = [(scale, how) for scale in scales for how in (upsamples if scale != "1" else ["-"])]
+    keys = ["input"] + [f"scale {scale}" + (f" ({how})" if how != "-" else "") for scale, how in runs]
+    got: dict[str, dict[str, list]] = {key: {"psnr": [], "ssim": [], "seconds": [], "scales": []} for key in keys}
+    size: list[int] = []
+    for count, (image, rainy, clean) in enumerate(pairs_for(name, images), start=1):
+        size = list(rainy.shape[-2:])
+        outputs = [("input", rainy, 0.0, 1)]
+        for key, (scale, how) in zip(keys[1:], runs, strict=True):
+            t0 = time.perf_counter()
+            s = resolve_scale(scale if scale == "auto" else int(scale), rainy)
+            out = derain_scaled(lambda t: restorer(t, scale=1), rainy, s, upsample=how if how != "-" else "guided")
+            outputs.append((key, out, time.perf_counter() - t0, s))
+        for key, out, seconds, s in outputs:
+            p, q = measure(out, clean, protocol="matlab-y", quantize="round")
+            for field, value in (("psnr", float(p)), ("ssim", float(q)), ("seconds", seconds), ("scales", s)):
+                got[key][field].append(value)
+        if verbose:
+            cells = "  ".join(f"{key}: {got[key]['psnr'][-1]:.2f} dB {got[key]['seconds'][-1]:.1f} s" for key in keys)
+            print(f"    {count:3d} {image}  {cells}", file=sys.stderr, flush=True)
+    rows: dict[str, dict] = {}
+    for key in keys:
+        g = got[key]
+        rows[key] = {"psnr": statistics.mean(g["psnr"]), "ssim": statistics.mean(g["ssim"]),
+                     "seconds": statistics.median(g["seconds"]), "scales": sorted(set(g["scales"]))}
+        if key != "input":
+            rows[key]["better_than_input"] = sum(a > b for a, b in zip(g["psnr"], got["input"]["psnr"], strict=True))
+        print(f"  {key:<22} {rows[key]['psnr']:7.2f} dB {rows[key]['ssim']:.4f}  {rows[key]['seconds']:6.2f} s"
+              f"  (scale {rows[key]['scales']})", flush=True)
+    return {"images": len(got["input"]["psnr"]), "size": size, "rows": rows}
 
 
 def photos(restorer: derain.Restorer, set_name: str, figure: Path | None) -> dict:
@@ -142,6 +151,7 @@ def main() -> None:
     parser.add_argument("--figure", type=Path, default=None, help="with --photos: crops before/after, one row each")
     parser.add_argument("--large", default=None, help="WxH: time and peak memory per scale")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--verbose", action="store_true", help="a line per image on stderr (long runs)")
     args = parser.parse_args()
 
     restorer = derain.load(args.weights, device="cpu")
@@ -149,7 +159,7 @@ def main() -> None:
     results: dict = {"weights": args.weights}
     for name in args.sets:
         print(f"{name}:")
-        results[name] = run_set(restorer, name, args.images, args.scales, args.upsample)
+        results[name] = run_set(restorer, name, args.images, args.scales, args.upsample, args.verbose)
     if args.photos:
         print(f"{args.photos} (scale auto):")
         results[args.photos] = photos(restorer, args.photos, args.figure)

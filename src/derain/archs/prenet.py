@@ -87,9 +87,13 @@ class PReNet(nn.Module):
         self.conv = nn.Sequential(_conv(ch, 3))
 
     def _res_blocks(self, x: Tensor) -> Tensor:
+        # Each block is Sequential(conv, ReLU, conv, ReLU), applied with in-place ReLUs on the convolutions' fresh
+        # outputs (a convolution's backward keeps its input, not its output): same values, fewer full-size buffers.
+        fresh = not torch.is_grad_enabled()  # without autograd the residual sum may overwrite the block's output too
         for k in range(1, 6):
             block = self.res_conv1 if self.recursive else getattr(self, f"res_conv{k}")
-            x = F.relu(block(x) + x)
+            y = F.relu(block[2](F.relu(block[0](x), inplace=True)), inplace=True)
+            x = F.relu(y.add_(x) if fresh else y + x, inplace=True)
         return x
 
     def _lstm(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
@@ -111,7 +115,7 @@ class PReNet(nn.Module):
         x = rainy
         outputs: list[Tensor] = []
         for _ in range(self.stages):
-            a = self.conv0(torch.cat([rainy, x], 1) if self.concat_input else x)
+            a = F.relu(self.conv0[0](torch.cat([rainy, x], 1) if self.concat_input else x), inplace=True)
             if not self.recurrent_first:
                 h, c = self._lstm(self._res_blocks(a), h, c)
                 r = h
