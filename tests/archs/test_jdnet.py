@@ -225,3 +225,93 @@ def test_joint_unit_equals_the_official_cat_then_convolve() -> None:
             levels.append(F.interpolate(r, size=t.shape[2:], mode="nearest"))
         expected = unit.scn(unit.conv11(torch.cat(levels, dim=1)) + t)
         torch.testing.assert_close(unit(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def _grads(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    x = x.detach().requires_grad_()
+    out = model(x)
+    image = out.image if isinstance(out, DerainOutput) else out
+    weights = torch.linspace(-1, 1, image.numel(), dtype=image.dtype).view_as(image)  # a non-uniform upstream gradient
+    return image.detach(), list(torch.autograd.grad((image * weights).sum(), [x, *model.parameters()]))
+
+
+@pytest.mark.parametrize(("shape", "rows"), [((2, 32, 11, 9), None), ((2, 32, 11, 9), 4), ((3, 32, 16, 20), 5)])
+def test_attention_backward_equals_autograd_through_the_windows(shape: tuple[int, ...], rows: int | None) -> None:
+    """The hand-written backward (training's path) against autograd through the k*k shifted windows: the same
+    values and the same gradients for the input and every parameter, whole or in bands, in float64."""
+    torch.manual_seed(0)
+    sam = PairwiseSelfAttention(chunk_rows=rows).double()
+    for p in sam.parameters():
+        p.data.normal_(0, 0.7)
+    x = torch.randn(*shape, dtype=torch.float64)
+    sam.reference_backward = True
+    ref_out, ref_grads = _grads(sam, x)
+    sam.reference_backward = False
+    out, grads = _grads(sam, x)
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-12)
+    for (name, _), got, want in zip([("x", None), *sam.named_parameters()], grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11, msg=name)
+
+
+def test_attention_backward_passes_gradcheck() -> None:
+    from derain.nn.pairwise import _PairwiseBand
+
+    torch.manual_seed(0)
+    sam = PairwiseSelfAttention(in_channels=5, rel_channels=2, out_channels=4, share_channels=2).double()
+    x = torch.randn(1, 5, 5, 6, dtype=torch.float64, requires_grad=True)
+    calls = []
+    original = _PairwiseBand.apply
+
+    def counting(*args: object) -> torch.Tensor:
+        calls.append(1)
+        return original(*args)
+
+    _PairwiseBand.apply = counting  # type: ignore[method-assign]
+    try:
+        assert torch.autograd.gradcheck(sam, (x,), eps=1e-6, atol=1e-7)
+    finally:
+        _PairwiseBand.apply = original  # type: ignore[method-assign]
+    assert calls, "the hand-written backward was not exercised"
+
+
+@pytest.mark.parametrize(("size", "channels_last"), [((21, 26), False), ((32, 48), False), ((32, 48), True),
+                                                     ((9, 12), False)])
+def test_jdnet_training_path_equals_the_reference_formulation(size: tuple[int, int], channels_last: bool) -> None:
+    """Training's fast path (dense buffer with its own backward, the attention's own backward, broadcast nearest
+    up-sampling) against the plain autograd formulations (torch.cat, window-by-window autograd, F.interpolate):
+    values and every gradient, float64, sizes that divide the scale levels and sizes that do not."""
+    import derain.archs.jdnet as jd
+
+    torch.manual_seed(0)
+    model = JDNet(units=3).double()
+    x = torch.rand(2, 3, *size, dtype=torch.float64)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    out, grads = _grads(model, x)
+    jd.use_reference(model)
+    fast_path = jd._plus_nearest_up
+    jd._plus_nearest_up = lambda full, part, inplace=False: full + torch.nn.functional.interpolate(  # type: ignore
+        part, size=full.shape[2:], mode="nearest")
+    try:
+        ref_out, ref_grads = _grads(model, x)
+    finally:
+        jd._plus_nearest_up = fast_path
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-12)
+    for (name, _), got, want in zip([("x", None), *model.named_parameters()], grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(("full", "part"), [((16, 24), (4, 6)), ((16, 24), (8, 12)), ((17, 24), (5, 6)),
+                                             ((16, 24), (16, 24))])
+def test_plus_nearest_up_equals_interpolate(full: tuple[int, int], part: tuple[int, int], channels_last: bool) -> None:
+    from derain.archs.jdnet import _plus_nearest_up
+
+    torch.manual_seed(0)
+    a, b = torch.randn(2, 3, *full, dtype=torch.float64), torch.randn(2, 3, *part, dtype=torch.float64)
+    if channels_last:
+        a = a.contiguous(memory_format=torch.channels_last)
+    want = a + torch.nn.functional.interpolate(b, size=full, mode="nearest")
+    torch.testing.assert_close(_plus_nearest_up(a, b), want, rtol=0, atol=0)
+    torch.testing.assert_close(_plus_nearest_up(a.clone(), b, inplace=True), want, rtol=0, atol=0)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from derain.archs.spec import Family, Preset
+from derain.nn.dense import DenseBuffer, dense_fuse
 from derain.nn.pairwise import PairwiseSelfAttention
 from derain.types import DerainOutput
 
@@ -44,6 +45,32 @@ def _lrelu() -> nn.LeakyReLU:
 
 def _conv3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=stride, padding=1)
+
+
+def _plus_nearest_up(full: Tensor, part: Tensor, *, inplace: bool = False) -> Tensor:
+    """``full + interpolate(part, size=full's, mode="nearest")``. When the size is a whole multiple f of part's, the
+    nearest up-sampling repeats each pixel f x f times: the sum is a broadcast over (h, f, w, f) views of ``full``,
+    with no up-sampled copy of ``part`` (and a summing backward); ``inplace`` adds into ``full``. Other sizes use
+    ``F.interpolate`` (so does export, whose sizes are symbolic)."""
+    (n, c, height, width), (h, w) = full.shape, part.shape[2:]
+    f = height // h
+    if not torch.compiler.is_compiling() and height == f * h and width == f * w:
+        if full.is_contiguous():
+            grid, spread = full.view(n, c, h, f, w, f), part[:, :, :, None, :, None]
+        elif full.is_contiguous(memory_format=torch.channels_last):
+            grid = full.permute(0, 2, 3, 1).view(n, h, f, w, f, c)
+            spread = part.permute(0, 2, 3, 1)[:, :, None, :, None]
+        else:
+            grid = None
+        if grid is not None:
+            if inplace:
+                grid.add_(spread)
+                return full
+            out = grid + spread
+            return out.view(n, c, height, width) if full.is_contiguous() else out.view(n, height, width, c).permute(
+                0, 3, 1, 2)
+    up = F.interpolate(part, size=(height, width), mode="nearest")
+    return full.add_(up) if inplace else full + up
 
 
 class ResidualBlock(nn.Module):
@@ -69,7 +96,7 @@ class SCConv(nn.Module):
         self.k4 = nn.Sequential(_conv3(channels, channels), _lrelu())
 
     def forward(self, u: Tensor) -> Tensor:
-        gate = torch.sigmoid(u + F.interpolate(self.k2(u), size=u.shape[2:], mode="nearest"))
+        gate = torch.sigmoid(_plus_nearest_up(u, self.k2(u)))
         return self.k4(self.k3(u) * gate)
 
 
@@ -128,14 +155,14 @@ class JointUnit(nn.Module):
         # conv11 is a 1x1 convolution over concat[x, up(r1), ..., up(r4)]: split into one 1x1 per level, and since a
         # 1x1 convolution commutes with nearest up-sampling, each level's is applied at its own (small) resolution.
         # Same sums as the official cat-then-convolve, without the (scales+1)*C-channel full-size tensor.
-        conv, channels, size = self.conv11[0], x.shape[1], x.shape[2:]
+        conv, channels, grad = self.conv11[0], x.shape[1], torch.is_grad_enabled()
         assert isinstance(conv, nn.Conv2d)
         fused = F.conv2d(x, conv.weight[:, :channels], conv.bias)
         t = x
         for level, block in enumerate(self.res_list, start=1):
             t = block(t)
             part = F.conv2d(t, conv.weight[:, level * channels:(level + 1) * channels])
-            fused = fused + F.interpolate(part, size=size, mode="nearest")
+            fused = _plus_nearest_up(fused, part, inplace=not grad)  # in place on a view costs autograd a copy
         fused = self.conv11[1](fused) + x
         return self.scn(fused) if self.scn is not None else fused
 
@@ -151,28 +178,28 @@ class DenseConnection(nn.Module):
                       kernel_size=kernel_size, chunk_rows=chunk_rows) for _ in range(units))
         self.conv1x1 = nn.ModuleList(
             nn.Sequential(nn.Conv2d((i + 2) * channels, channels, kernel_size=1), _lrelu()) for i in range(units))
+        self.reference = False  # True: the concatenating formulation (tests and benchmarks compare against it)
 
     def forward(self, x: Tensor) -> Tensor:
-        if torch.is_grad_enabled():
-            features, out = [x], x
-            for unit, fuse in zip(self.units, self.conv1x1, strict=True):
-                features.append(unit(out))
-                out = fuse(torch.cat(features, dim=1))
-            return out
-        # Without autograd: every unit output is written once into one pixels x channels buffer, and each 1x1 fusion is
-        # a matrix product with a channel prefix of it (a strided view, no copy) -- instead of concatenating a growing
+        if self.reference:
+            return self.concatenating(x)
+        # Every unit output is written once into one pixels x channels buffer and each 1x1 fusion is a matrix product
+        # with a channel prefix of it, forward and backward (derain.nn.dense) -- instead of concatenating a growing
         # list of feature maps 32 times, which moves O(units^2) feature maps through memory.
-        batch, channels, height, width = x.shape
-        buffer = torch.empty(batch, height, width, channels * (len(self.units) + 1), dtype=x.dtype, device=x.device)
-        rows = buffer.view(-1, buffer.shape[-1])
-        buffer[..., :channels] = x.permute(0, 2, 3, 1)
+        state = DenseBuffer(x, len(self.units))
         out = x
         for i, (unit, fuse) in enumerate(zip(self.units, self.conv1x1, strict=True)):
-            buffer[..., (i + 1) * channels:(i + 2) * channels] = unit(out).permute(0, 2, 3, 1)
             conv = fuse[0]
-            used = (i + 2) * channels
-            fused = torch.addmm(conv.bias, rows[:, :used], conv.weight.view(conv.out_channels, used).t())
-            out = fuse[1](fused.view(batch, height, width, -1).permute(0, 3, 1, 2))  # NCHW view, channels_last
+            assert isinstance(conv, nn.Conv2d) and conv.bias is not None
+            out = fuse[1](dense_fuse(unit(out), x, conv.weight, conv.bias, state, i))  # NCHW view, channels_last
+        return out
+
+    def concatenating(self, x: Tensor) -> Tensor:
+        """The official formulation (``torch.cat`` of the growing feature list, then the 1x1 fusion)."""
+        features, out = [x], x
+        for unit, fuse in zip(self.units, self.conv1x1, strict=True):
+            features.append(unit(out))
+            out = fuse(torch.cat(features, dim=1))
         return out
 
 
@@ -209,6 +236,18 @@ def _export_form(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, PairwiseSelfAttention):
             module.export_mode = True  # the whole image as one band, footprints from a one-hot convolution
+        if isinstance(module, DenseConnection):
+            module.reference = True  # plain Concat + Conv nodes instead of a Python autograd function
+
+
+def use_reference(model: nn.Module, on: bool = True) -> None:
+    """Train through the plain autograd formulations (concatenating dense fusion, attention differentiated window
+    by window) instead of the hand-written backward passes: same values and gradients, slower (benchmarks, tests)."""
+    for module in model.modules():
+        if isinstance(module, DenseConnection):
+            module.reference = on
+        if isinstance(module, PairwiseSelfAttention):
+            module.reference_backward = on
 
 
 _SUMMARIES = {

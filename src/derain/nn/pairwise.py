@@ -42,6 +42,119 @@ def _traceable_grid(height: int, width: int, *, dtype: torch.dtype, device: torc
     return torch.stack([xs, ys]).unsqueeze(0)
 
 
+def _windows(size: int) -> list[tuple[int, int]]:
+    """The footprint positions (dy, dx), row-major as the official kernels."""
+    return [divmod(j, size) for j in range(size * size)]
+
+
+def _channel_mix(matrix: Tensor, x: Tensor) -> Tensor:
+    """``matrix`` (O, C) applied over the channels of ``x`` (B, C, N) -> (B, O, N), as C multiply-adds: the
+    attention mixes 2-4 channels into 1-2 maps, where a matrix product spends its time reshaping its operands."""
+    out = x[:, :1] * matrix[:, 0].view(1, -1, 1)
+    for c in range(1, x.shape[1]):
+        out.addcmul_(x[:, c:c + 1], matrix[:, c].view(1, -1, 1))
+    return out
+
+
+def _channel_products(g: Tensor, x: Tensor) -> Tensor:
+    """``sum over b, n of g[b, o, n] * x[b, c, n]`` -> (O, C): the gradient of :func:`_channel_mix`'s matrix."""
+    return torch.stack([torch.stack([torch.mul(g[:, o], x[:, c]).sum() for c in range(x.shape[1])])
+                        for o in range(g.shape[1])])
+
+
+class _PairwiseBand(torch.autograd.Function):
+    """One band of the attention with a hand-written backward: the same sums as :meth:`PairwiseSelfAttention._band`
+    under autograd (the tests compare the gradients), without autograd's per-window bookkeeping.
+
+    Autograd differentiates each of the k*k shifted windows on its own: every window's gradient is a zero tensor the
+    size of the padded input with the window copied in, then summed -- 2*k*k full-size fills, copies and additions
+    per attention, which cost more than the arithmetic. Here each window's gradient is added in place into one
+    buffer, the relation and weight tensors are written once into preallocated storage, and the backward keeps only
+    the relation differences and the softmax weights.
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k_pad: Tensor, v_pad: Tensor, pe: Tensor, pe_pad: Tensor, mix: Tensor,
+                bias: Tensor, size: int, r0: int, r1: int) -> Tensor:
+        batch, rel, _, width = q.shape
+        span, windows = r1 - r0, _windows(size)
+        taps = len(windows)
+
+        def differences(t: Tensor, padded: Tensor) -> Tensor:  # (B, C, k*k, span, W): centre minus neighbour
+            out = t.new_empty(t.shape[0], t.shape[1], taps, span, width)
+            centre = t[:, :, r0:r1]
+            for j, (dy, dx) in enumerate(windows):
+                torch.sub(centre, padded[:, :, r0 + dy:r1 + dy, dx:dx + width], out=out[:, :, j])
+            return out
+
+        relation, position = differences(q, k_pad), differences(pe, pe_pad)
+        logits = _channel_mix(mix[:, :rel], F.leaky_relu(relation, 0.2).view(batch, rel, -1))
+        logits += _channel_mix(mix[:, rel:], F.leaky_relu(position, 0.2).view(1, position.shape[1], -1))
+        logits += bias.view(1, -1, 1)
+        weights = torch.softmax(logits.view(batch, -1, taps, span * width), dim=2).view(batch, 1, -1, taps, span, width)
+        maps = weights.shape[2]
+        groups = v_pad.shape[1] // maps
+        out = v_pad.new_zeros(batch, groups, maps, span, width)
+        for j, (dy, dx) in enumerate(windows):
+            window = v_pad[:, :, r0 + dy:r1 + dy, dx:dx + width]
+            out.addcmul_(window.view(batch, groups, maps, span, width), weights[:, :, :, j])
+        ctx.save_for_backward(v_pad, mix, relation, position, weights)
+        ctx.geometry = (size, r0, r1, tuple(q.shape), tuple(k_pad.shape), tuple(pe.shape), tuple(pe_pad.shape))
+        return out.view(batch, v_pad.shape[1], span, width)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        v_pad, mix, relation, position, weights = ctx.saved_tensors
+        size, r0, r1, q_shape, k_shape, pe_shape, pe_pad_shape = ctx.geometry
+        batch, _, maps, taps, span, width = weights.shape
+        rel, groups = relation.shape[1], v_pad.shape[1] // maps
+        windows = _windows(size)
+        grad = grad.contiguous().view(batch, groups, maps, span, width)
+
+        # aggregation out = sum_j window_j * w_j: d/dw_j = sum over the groups of grad * window_j,
+        # d/dwindow_j = grad * w_j
+        grad_weights = weights.new_empty(batch, maps, taps, span, width)
+        grad_v = torch.zeros_like(v_pad) if ctx.needs_input_grad[2] else None
+        for j, (dy, dx) in enumerate(windows):
+            window = v_pad[:, :, r0 + dy:r1 + dy, dx:dx + width].view(batch, groups, maps, span, width)
+            torch.sum(grad * window, dim=1, out=grad_weights[:, :, j])
+            if grad_v is not None:
+                target = grad_v[:, :, r0 + dy:r1 + dy, dx:dx + width].view(batch, groups, maps, span, width)
+                target.addcmul_(grad, weights[:, :, :, j])
+        # softmax over the footprint
+        w = weights.view(batch, maps, taps, span, width)
+        grad_logits = w * (grad_weights - (w * grad_weights).sum(2, keepdim=True))
+        grad_logits = grad_logits.view(batch, maps, -1)  # (B, Cw, k*k*n)
+        grad_bias = grad_logits.sum((0, 2))
+
+        def through(diff: Tensor, part: Tensor, summed: bool) -> tuple[Tensor, Tensor]:
+            """Gradients of ``mix`` columns ``part`` and of the differences ``diff`` (pre-LeakyReLU)."""
+            g = grad_logits.sum(0, keepdim=True) if summed else grad_logits  # position: batch 1, broadcast
+            flat = diff.view(diff.shape[0], diff.shape[1], -1)
+            grad_mix = _channel_products(g, F.leaky_relu(flat, 0.2))
+            grad_act = _channel_mix(part.t(), g)
+            grad_diff = torch.ops.aten.leaky_relu_backward(grad_act, flat, 0.2, False)  # autograd's own kernel
+            return grad_mix, grad_diff.view_as(diff)
+
+        grad_mix_rel, grad_rel = through(relation, mix[:, :rel], False)
+        grad_mix_pos, grad_pos = through(position, mix[:, rel:], True)
+
+        def spread(g: Tensor, centre_shape: tuple, padded_shape: tuple) -> tuple[Tensor, Tensor]:
+            """d(centre - window_j): +g to the centre rows, -g_j to each window of the padded tensor."""
+            centre = g.new_zeros(centre_shape)
+            centre[:, :, r0:r1] = g.sum(2)
+            padded = g.new_zeros(padded_shape)
+            for j, (dy, dx) in enumerate(windows):
+                padded[:, :, r0 + dy:r1 + dy, dx:dx + width] -= g[:, :, j]
+            return centre, padded
+
+        grad_q, grad_k = spread(grad_rel, q_shape, k_shape)
+        grad_pe, grad_pe_pad = spread(grad_pos, pe_shape, pe_pad_shape)
+        grad_mix = torch.cat([grad_mix_rel, grad_mix_pos], dim=1)
+        return grad_q, grad_k, grad_v, grad_pe, grad_pe_pad, grad_mix, grad_bias, None, None, None
+
+
 class PairwiseSelfAttention(nn.Module):
     """JDNet's ``SAM``: pairwise (subtraction) self-attention with position encoding, reflection padding.
 
@@ -56,6 +169,7 @@ class PairwiseSelfAttention(nn.Module):
     """
 
     export_mode: bool = False
+    reference_backward: bool = False  # True: plain autograd through the shifted windows (tests, benchmarks)
 
     def __init__(self, *, in_channels: int = 32, rel_channels: int = 2, out_channels: int = 8,
                  share_channels: int = 8, kernel_size: int = 7, chunk_rows: int | None = None) -> None:
@@ -108,9 +222,14 @@ class PairwiseSelfAttention(nn.Module):
         ``padded[:, :, r0 + dy : r1 + dy, dx : dx + W]``; the code loops over the k*k windows (plain slices) instead
         of materialising ``F.unfold`` of the values, which is the same sum at a fraction of the memory traffic.
         """
+        first, second = self.conv_w[1], self.conv_w[2]
+        assert isinstance(first, nn.Conv2d) and isinstance(second, nn.Conv2d) and second.bias is not None
+        mix = second.weight.flatten(1) @ first.weight.flatten(1)
+        if torch.is_grad_enabled() and not self.reference_backward and not torch.is_autocast_enabled(q.device.type):
+            return _PairwiseBand.apply(q, k_pad, v_pad, pe, pe_pad, mix, second.bias, self.kernel_size, r0, r1)
         batch, width = q.shape[0], q.shape[3]
         size, span = self.kernel_size, r1 - r0
-        windows = [divmod(j, size) for j in range(size * size)]  # row-major (kh, kw), as the official kernels
+        windows = _windows(size)
 
         def differences(t: Tensor, padded: Tensor) -> Tensor:  # (B, C, k*k, span * W): centre minus neighbour
             centre = t[:, :, r0:r1]
@@ -118,10 +237,8 @@ class PairwiseSelfAttention(nn.Module):
             return torch.stack(taps, dim=2).flatten(3)
 
         # conv_w = LeakyReLU, 1x1 (no bias), 1x1 over concat[relation, position]: the two linear maps compose into
-        # one (Cw x (rel + 2)) matrix, applied to each part on its own (the position part has batch 1 and broadcasts).
-        first, second = self.conv_w[1], self.conv_w[2]
-        assert isinstance(first, nn.Conv2d) and isinstance(second, nn.Conv2d) and second.bias is not None
-        mix = second.weight.flatten(1) @ first.weight.flatten(1)
+        # one (Cw x (rel + 2)) matrix (``mix``), applied to each part on its own (the position part has batch 1 and
+        # broadcasts).
         rel = q.shape[1]
         relation = F.leaky_relu(differences(q, k_pad), 0.2, inplace=True)
         position = F.leaky_relu(differences(pe, pe_pad), 0.2, inplace=True)
