@@ -52,7 +52,8 @@ class Bottleneck(nn.Module):
         ]))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.group1(x)
+        g = self.group1  # the ReLUs in place on the convolutions' fresh outputs: same values, fewer buffers
+        return g.conv3(F.relu(g.conv2(F.relu(g.conv1(x), inplace=True)), inplace=True))
 
 
 class DirectionAttention(nn.Module):
@@ -120,17 +121,27 @@ class SPANet(nn.Module):
         return getattr(self, f"res_block{index + 1}")
 
     def forward(self, x: Tensor) -> DerainOutput:
-        f = self.conv_in(x)
+        # f = relu(block(f) [* mask] + f), the sums and ReLUs in place where autograd does not need the operands
+        # (without autograd, the block's fresh output takes the sum)
+        fresh = not torch.is_grad_enabled()
+
+        def step(f: Tensor, index: int, mask: Tensor | None = None) -> Tensor:
+            y = self._block(index)(f)
+            if mask is not None:
+                y = y.mul_(mask) if fresh else y * mask
+            return F.relu(y.add_(f) if fresh or mask is not None else y + f, inplace=True)
+
+        f = F.relu(self.conv_in[0](x), inplace=True)
         for i in range(3):
-            f = F.relu(self._block(i)(f) + f)
+            f = step(f, i)
         masks = []
         for group in self.GROUPS:
             mask = self.SAM1(f)
             masks.append(mask)
             for i in group:
-                f = F.relu(self._block(i)(f) * mask + f)
+                f = step(f, i, mask)
         for i in (15, 16):
-            f = F.relu(self._block(i)(f) + f)
+            f = step(f, i)
         image = self.conv_out(f)
         return DerainOutput(image=image, stages=(image,), attention=tuple(masks))
 

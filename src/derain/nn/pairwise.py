@@ -20,8 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# Elements allowed in one band's largest k*k-footprint tensor (about 0.25 GB in float32) when chunk_rows is None.
-_BAND_BUDGET = 1 << 26
+# Elements allowed in one band's largest k*k-footprint tensor (16 MB in float32) when chunk_rows is None. Smaller
+# bands keep each of the k*k passes over a band in cache: measured on a 2-core CPU at 480x320, a 16-row band (3M
+# values) ran the attention 2.5x faster than the whole image in one band (64M); a 12x64x64 training batch was fastest
+# at 8-16M values per band (benchmarks/forward.py, benchmarks/train_step.py).
+_BAND_BUDGET = 1 << 22
 
 
 def position_grid(height: int, width: int, *, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -160,7 +163,7 @@ class PairwiseSelfAttention(nn.Module):
 
     Attribute names reproduce the official state_dict keys (``conv1``, ``conv2``, ``conv3``, ``conv_w.1``,
     ``conv_w.2``, ``conv_p``). ``chunk_rows``: rows per band (``None``: chosen from the image size so that a band's
-    k*k-footprint tensors stay around 2**26 values).
+    k*k-footprint tensors stay around 2**22 values).
 
     ``export_mode`` (set by ``derain export``, off by default): :meth:`_traceable`, the whole image as one band
     and the position grid from ``arange`` (same values up to rounding), so that no Python value depends on the image
