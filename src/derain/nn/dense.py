@@ -21,6 +21,11 @@ import torch
 from torch import Tensor
 
 
+def _rows(t: Tensor) -> Tensor:
+    """``(N, H, W, C)`` channels-last storage as a ``pixels x C`` matrix (a view)."""
+    return t.view(-1, t.shape[-1])
+
+
 class DenseBuffer:
     """The features of one forward pass, ``(N, H, W, (units + 1) * C)`` channels last, and their gradient."""
 
@@ -31,9 +36,6 @@ class DenseBuffer:
         self.values = first.new_empty(batch, height, width, channels * (units + 1))
         self.values[..., :channels] = first.detach().permute(0, 2, 3, 1)
         self.grads: Tensor | None = None
-
-    def rows(self, t: Tensor) -> Tensor:
-        return t.view(-1, t.shape[-1])
 
     def block(self, t: Tensor, index: int) -> Tensor:
         """Feature ``index`` (0: the entry features) of ``t`` as an NCHW view."""
@@ -50,7 +52,7 @@ class _Fuse(torch.autograd.Function):
         channels = state.shape[-1]
         state.block(state.values, index + 1).copy_(newest)
         used = (index + 2) * channels
-        out = torch.addmm(bias, state.rows(state.values)[:, :used], weight.view(weight.shape[0], used).t())
+        out = torch.addmm(bias, _rows(state.values)[:, :used], weight.view(weight.shape[0], used).t())
         ctx.save_for_backward(weight)
         ctx.state, ctx.index, ctx.used = state, index, used
         return out.view(*state.shape[:3], -1).permute(0, 3, 1, 2)
@@ -63,10 +65,10 @@ class _Fuse(torch.autograd.Function):
         if index == state.units - 1 or state.grads is None:  # the last fusion's backward comes first: a new pass
             state.grads = torch.zeros_like(state.values)
         g = grad.permute(0, 2, 3, 1).reshape(-1, grad.shape[1])
-        inputs = state.rows(state.values)[:, :used]
+        inputs = _rows(state.values)[:, :used]
         grad_weight = (g.t() @ inputs).view_as(weight) if ctx.needs_input_grad[2] else None
         grad_bias = g.sum(0) if ctx.needs_input_grad[3] else None
-        state.rows(state.grads)[:, :used].addmm_(g, weight.view(weight.shape[0], used))
+        _rows(state.grads)[:, :used].addmm_(g, weight.view(weight.shape[0], used))
         grad_newest = state.block(state.grads, index + 1)
         grad_first = state.block(state.grads, 0) if index == 0 and ctx.needs_input_grad[1] else None
         return grad_newest, grad_first, grad_weight, grad_bias, None, None

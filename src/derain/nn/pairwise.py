@@ -8,10 +8,12 @@ For every pixel p and footprint position j (the k*k neighbours N_j(p), row-major
     output    y[c, p]    = sum_j a[c mod Cw, j, p] * v[c, N_j(p)]   v = conv3(x), Cw = out / share weight maps
 
 The official code runs CuPy CUDA kernels (``subtraction_refpad``, ``subtraction2_refpad``, ``aggregation_refpad``);
-here the footprint is read as k*k shifted windows of a reflection-padded tensor, which is the same computation and
-differentiates with autograd. The relation and weight tensors hold k*k values per pixel, so large images are
-processed in horizontal bands of rows (``chunk_rows``; the result does not depend on it). Autograd still keeps
-every band for the backward pass: training memory grows with k*k times the feature size.
+here the footprint is read as k*k shifted windows of a reflection-padded tensor, which is the same computation.
+Training differentiates it through a hand-written backward (:class:`_PairwiseBand`); ``reference_backward=True``
+lets autograd differentiate the windows one by one instead (same gradients, slower; the tests compare the two). The
+relation and weight tensors hold k*k values per pixel, so images are processed in horizontal bands of rows
+(``chunk_rows``; the result does not depend on it). Training keeps every band's relation and weights for the
+backward pass: its memory grows with k*k times the feature size.
 """
 
 from __future__ import annotations
