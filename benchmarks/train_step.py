@@ -11,6 +11,7 @@ For every recipe in ``configs/`` (or those named), in its own subprocess so that
 
     python benchmarks/train_step.py                        # every recipe, CPU
     python benchmarks/train_step.py --recipes default jdnet_light --runs 5 --json out.json
+    python benchmarks/train_step.py --recipes prenet_heavy --runs 1 --no-loop --profile 8   # + where the time goes
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def measure_one(recipe: str, *, runs: int, threads: int | None, loop: bool) -> dict[str, float]:
+def measure_one(recipe: str, *, runs: int, threads: int | None, loop: bool, profile: int = 0) -> dict[str, object]:
     import torch
     from torch.utils.data import DataLoader
 
@@ -78,9 +79,18 @@ def measure_one(recipe: str, *, runs: int, threads: int | None, loop: bool) -> d
         t0 = time.perf_counter()
         one_step(rainy, clean, mask)
         step_times.append(time.perf_counter() - t0)
-    result = {"batch": cfg.data.batch, "crop": cfg.data.crop, "workers": cfg.data.workers,
+    result: dict[str, object] = {"batch": cfg.data.batch, "crop": cfg.data.crop, "workers": cfg.data.workers,
               "step_s": statistics.median(step_times), "step_min_s": min(step_times),
               "data_s": statistics.median(data_times)}
+    if profile:
+        from torch.profiler import profile as profiler
+
+        with profiler() as prof:
+            one_step(rainy, clean, mask)
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events)
+        top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:profile]
+        result["profile"] = [{"op": e.key, "share": e.self_cpu_time_total / total, "calls": e.count} for e in top]
     if loop:
         sampler = StepBatchSampler(len(train_set), batch=cfg.data.batch, steps=runs + 1, seed=0)
         loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.data.workers)
@@ -103,10 +113,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--no-loop", action="store_true", help="skip the DataLoader measurement")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also profile one step and print its N most expensive operators (self CPU time)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure_one(args.one, runs=args.runs, threads=args.threads, loop=not args.no_loop)))
+        print(json.dumps(measure_one(args.one, runs=args.runs, threads=args.threads, loop=not args.no_loop,
+                                     profile=args.profile)))
         return
 
     import torch
@@ -124,6 +137,8 @@ def main() -> None:
             cmd += ["--threads", str(args.threads)]
         if args.no_loop:
             cmd.append("--no-loop")
+        if args.profile:
+            cmd += ["--profile", str(args.profile)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             print(f"{name:<14} failed: {proc.stderr.strip().splitlines()[-1:]}")
@@ -133,6 +148,11 @@ def main() -> None:
         loop = f"{r['loop_s']:>8.3f}" if "loop_s" in r else f"{'-':>8}"
         print(f"{name:<14} {r['batch']:>5} {r['crop']:>5} {r['step_s']:>8.3f} {r['batch'] / r['step_s']:>10.2f} "
               f"{r['data_s']:>8.3f} {loop} {r['peak_rss_mib']:>13.0f}", flush=True)
+    for name, r in results.items():
+        if "profile" in r:
+            print(f"\n{name}: share of one step's self CPU time (torch.profiler)")
+            for row in r["profile"]:
+                print(f"  {row['op']:<40} {row['share']:>6.1%} {row['calls']:>6} calls")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -47,7 +47,8 @@ def test_every_model_exports_and_matches(name: str, tmp_path: Path) -> None:
 
 
 def test_export_forms_equal_the_eager_forms() -> None:
-    """What _exportable switches on: IRNN's one-scan doubling equals the loop, the attention's export_mode its bands."""
+    """What _exportable switches on: IRNN's scan ops (and the doubling fallback) equal the loop, the attention's
+    export_mode its bands."""
     g = torch.Generator().manual_seed(3)
     for boundary_relu in (True, False):
         irnn = IRNN(channels=3, boundary_relu=boundary_relu).double()
@@ -58,9 +59,10 @@ def test_export_forms_equal_the_eager_forms() -> None:
             x = torch.randn(*shape, generator=g, dtype=torch.float64) * 2
             irnn.method = "loop"
             want = irnn(x)
-            irnn.method = "doubling"
-            for got, ref in zip(irnn(x), want, strict=True):
-                torch.testing.assert_close(got, ref, rtol=0, atol=1e-10)
+            for method in ("export", "doubling"):
+                irnn.method = method
+                for got, ref in zip(irnn(x), want, strict=True):
+                    torch.testing.assert_close(got, ref, rtol=0, atol=1e-10)
     sam = PairwiseSelfAttention(in_channels=5, rel_channels=2, out_channels=4, share_channels=2).double()
     for param in sam.parameters():
         param.data.normal_(0, 0.7, generator=g)

@@ -187,10 +187,12 @@ def test_scan_matches_loop_on_cuda() -> None:
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("method", ["doubling", "export"])
 @pytest.mark.parametrize("boundary_relu", [True, False])
 @pytest.mark.parametrize("sign", [1.0, -1.0])
-def test_doubling_scan_equals_the_loop(boundary_relu: bool, sign: float) -> None:
-    """The export-friendly doubling scan (fixed steps, no data-dependent control flow) against the reference."""
+def test_export_friendly_sweeps_equal_the_loop(method: str, boundary_relu: bool, sign: float) -> None:
+    """The export-friendly sweeps against the reference: the scan op (one ONNX Scan) and the doubling scan (fixed
+    steps, no data-dependent control flow, the fallback for a torch without the scan op)."""
     g = torch.Generator().manual_seed(5)
     x = torch.randn(2, 3, 17, 29, generator=g, dtype=torch.float64) * 2
     w = sign * torch.rand(3, generator=g, dtype=torch.float64) * 0.99
@@ -198,7 +200,7 @@ def test_doubling_scan_equals_the_loop(boundary_relu: bool, sign: float) -> None
     for dim in (2, 3):
         for reverse in (False, True):
             ref = irnn_sweep(x, w, b, dim=dim, reverse=reverse, boundary_relu=boundary_relu, method="loop")
-            got = irnn_sweep(x, w, b, dim=dim, reverse=reverse, boundary_relu=boundary_relu, method="doubling")
+            got = irnn_sweep(x, w, b, dim=dim, reverse=reverse, boundary_relu=boundary_relu, method=method)
             assert torch.allclose(got, ref, atol=1e-10, rtol=0)
     with pytest.raises(ValueError, match="at most 4 positions"):
         from derain.nn.irnn import sweep_doubling

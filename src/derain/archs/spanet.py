@@ -147,9 +147,14 @@ class SPANet(nn.Module):
 
 
 def _export_form(model: nn.Module) -> None:
+    try:  # the sweeps as two scan ops, which export as ONNX Scan nodes running the plain recurrence
+        from torch._higher_order_ops.scan import scan  # noqa: F401
+        method = "export"
+    except ImportError:  # an older torch: the doubling scan (13 whole-tensor steps; slow in ONNX Runtime)
+        method = "doubling"
     for module in model.modules():
         if isinstance(module, IRNN):
-            module.method = "doubling"  # the four sweeps as one doubling scan: a fixed 13 steps, sides up to 8192
+            module.method = method
 
 
 FAMILY = Family(

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-Method = Literal["scan", "loop", "doubling"]
+Method = Literal["scan", "loop", "doubling", "export"]
 DOUBLING_STEPS = 13  # the doubling scan covers sweeps of up to 2**13 = 8192 positions
 
 # IRNN output name -> (swept dim of an NCHW tensor, sweep from the last index down)
@@ -75,8 +75,13 @@ def irnn_sweep(x: Tensor, weight: Tensor, bias: Tensor, *, dim: int, reverse: bo
     if method == "doubling":
         moved = x.movedim(dim, -1)
         return sweep_doubling(moved, w, b, reverse=reverse, boundary_relu=boundary_relu).movedim(-1, dim)
+    if method == "export":
+        moved = x.movedim(dim, 2)
+        moved = moved.flip(2) if reverse else moved
+        out = sweep_export(moved.reshape(*moved.shape[:3], -1), w, b, boundary_relu=boundary_relu).view(moved.shape)
+        return (out.flip(2) if reverse else out).movedim(2, dim)
     if method != "scan":
-        raise ValueError(f"method must be 'scan', 'loop' or 'doubling', got {method!r}")
+        raise ValueError(f"method must be 'scan', 'loop', 'doubling' or 'export', got {method!r}")
     moved = x.movedim(dim, 2)
     flat = moved.reshape(moved.shape[0], moved.shape[1], moved.shape[2], -1)
     out = sweep_scan(flat, w, b, reverse=reverse, boundary_relu=boundary_relu, chunk=chunk)
@@ -135,6 +140,27 @@ def sweep_doubling(x: Tensor, w: Tensor, b: Tensor, *, reverse: bool, boundary_r
     out = _doubling(flat, w.view(1, -1, 1), b.view(1, -1, 1), position, boundary_relu=boundary_relu, steps=steps)
     out = out.view(x.shape)
     return out.flip(-1) if reverse else out
+
+
+def sweep_export(x: Tensor, w: Tensor, b: Tensor, *, boundary_relu: bool) -> Tensor:
+    """The sweep along dim 2 of ``x`` ``(B, C, N, R)``, forwards, as one ``torch`` scan higher-order op: the plain
+    recurrence, which ``torch.onnx.export`` writes as one ONNX ``Scan`` node whose body is the step (no Python loop
+    unrolled into the graph, any N). For export; eager PyTorch runs it as a loop."""
+    from torch._higher_order_ops.scan import scan
+
+    first = x[:, :, 0].contiguous()  # the carry's layout, which the scan op requires of its initial value
+    first = torch.relu(first) if boundary_relu else first
+    if x.shape[2] == 1:  # nothing to scan (export allows sides >= 16, so this never enters a graph)
+        return first.unsqueeze(2)
+    cs = (x[:, :, 1:] + b.view(1, -1, 1, 1)).permute(2, 0, 1, 3)  # (N - 1, B, C, R): the scan runs over dim 0
+
+    def step(carry: tuple[Tensor, Tensor], c: Tensor) -> tuple[tuple[Tensor, Tensor], Tensor]:
+        h, wv = carry  # the weight rides in the carry: the step may not capture tensors
+        h = torch.relu(torch.addcmul(c, wv, h))
+        return (h, wv.clone()), h.clone()  # carry and output may not alias
+
+    _, rest = scan(step, (first, w.view(1, -1, 1)), cs)
+    return torch.cat([first.unsqueeze(0), rest]).permute(1, 2, 0, 3)
 
 
 def _doubling(x: Tensor, wv: Tensor, bv: Tensor, position: Tensor, *, boundary_relu: bool, steps: int) -> Tensor:
@@ -326,8 +352,8 @@ class IRNN(nn.Module):
     def __init__(self, *, channels: int = 32, alpha: float = 0.2, boundary_relu: bool = True,
                  method: Method = "scan") -> None:
         super().__init__()
-        if method not in ("scan", "loop", "doubling"):
-            raise ValueError(f"method must be 'scan', 'loop' or 'doubling', got {method!r}")
+        if method not in ("scan", "loop", "doubling", "export"):
+            raise ValueError(f"method must be 'scan', 'loop', 'doubling' or 'export', got {method!r}")
         self.boundary_relu = boundary_relu
         self.method: Method = method
         for name in ("left_weight", "right_weight", "up_weight", "down_weight"):  # the official key order
@@ -362,6 +388,8 @@ class IRNN(nn.Module):
         relu0 = self.boundary_relu
         if self.method == "doubling" and x.ndim == 4:
             return self._run_doubling(x)
+        if self.method == "export" and x.ndim == 4:
+            return self._run_export(x)
         if self.method != "scan" or x.ndim != 4:
             return tuple(  # type: ignore[return-value]
                 irnn_sweep(x, *self._params(name), dim=DIRECTIONS[name][0], reverse=DIRECTIONS[name][1],
@@ -381,6 +409,22 @@ class IRNN(nn.Module):
                              out=slot)
             parts.append(res if dim == 2 else res.transpose(2, 3))
         return tuple(parts)  # type: ignore[return-value]
+
+    def _run_export(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The four sweeps as two scans (the form ``derain export`` uses, :func:`sweep_export`): up and down
+        together along H (up on the image flipped upside down), left and right together along W (on the
+        transpose, left flipped), each pair stacked along the channels. Same values as four loops."""
+        _check(x, *self._params("up"), 2)
+        channels = x.shape[1]
+        (wu, bu), (wr, br), (wd, bd), (wl, bl) = (self._params(name) for name in ("up", "right", "down", "left"))
+        relu0 = self.boundary_relu
+        vertical = sweep_export(torch.cat([x.flip(2), x], dim=1), torch.cat([wu, wd]), torch.cat([bu, bd]),
+                                boundary_relu=relu0)
+        xt = x.transpose(2, 3)
+        horizontal = sweep_export(torch.cat([xt.flip(2), xt], dim=1), torch.cat([wl, wr]), torch.cat([bl, br]),
+                                  boundary_relu=relu0).transpose(2, 3)
+        return (vertical[:, :channels].flip(2), horizontal[:, channels:], vertical[:, channels:],
+                horizontal[:, :channels].flip(3))
 
     def _run_doubling(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The four sweeps as one doubling scan (the form ``derain export`` uses): each sweep's input is flattened
