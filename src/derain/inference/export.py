@@ -4,7 +4,8 @@ The exported graph is the whole restorer: it takes ``input`` float32 ``(N, 3, H,
 N, H and W, flips channels itself for weights trained on BGR, and returns ``output``, the clean image clamped to
 [0, 1]. Every registered model exports. PReNet's family, SIAN and JDNet's ablations R1/R2 export as they run; two
 run an export form of one layer, declared by their family (``Family.export_form``, same values up to rounding):
-SPANet's IRNN runs its four sweeps as one doubling scan (``method="doubling"``: a fixed 13 steps, sides up to 8192),
+SPANet's IRNN runs its sweeps as two scan ops that become ONNX ``Scan`` nodes (``method="export"``; with a torch
+that lacks the op, one doubling scan, ``method="doubling"``: a fixed 13 steps, sides up to 8192),
 JDNet's pairwise self-attention its ``export_mode`` (the whole image as one band, footprints from a one-hot
 convolution), neither with Python logic on the image size, which the exporter would otherwise fix to the
 example's; derain.default's pair runs both networks and selects per image.

@@ -9,7 +9,8 @@ with a scalar weight ``w_c`` and bias ``b_c`` per channel (``Spacial_IRNN`` of s
 applies the ReLU to the boundary element; the pure-PyTorch IRNN committed with the released checkpoint did not,
 the official CUDA kernel, README "SPANet and JDNet").
 
-Two implementations, equal up to rounding, both plain torch ops (gradients come from autograd; CPU and CUDA):
+Two implementations for running, equal up to rounding, both plain torch ops (gradients come from autograd; CPU and
+CUDA), and two for ``derain export`` (below them):
 
 ``method="loop"``  the reference: a Python loop over positions, each step vectorised over the other dimensions.
 
@@ -40,6 +41,12 @@ Two implementations, equal up to rounding, both plain torch ops (gradients come 
     (no per-step tensors, no final stack). Composites are limited to k with BIG * |w|^k finite.
     Accuracy: for |w| <= 1 the scan agrees with the loop to a few ulps of the largest |b + x| times k; for
     |w| > 1 both are as ill-conditioned as the recurrence itself (errors grow like |w|^k).
+
+``method="export"``  the recurrence as torch's ``scan`` higher-order op (:func:`sweep_export`), two per IRNN (up
+    and down stacked along the channels, then left and right), which the ONNX exporter writes as ``Scan`` nodes:
+    ONNX Runtime runs the plain sweep, any size. Eager PyTorch compiles the op on first use; it is for export.
+``method="doubling"``  a doubling scan of the clamp-affine maps in 13 whole-tensor steps (:func:`sweep_doubling`),
+    no control flow at all: the export form for a torch without the scan op, 13 passes over every sweep.
 """
 
 from __future__ import annotations
