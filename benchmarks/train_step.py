@@ -32,7 +32,8 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def measure_one(recipe: str, *, runs: int, threads: int | None, loop: bool, profile: int = 0) -> dict[str, object]:
+def measure_one(recipe: str, *, runs: int, threads: int | None, loop: bool, profile: int = 0,
+                channels_last: bool = False) -> dict[str, object]:
     import torch
     from torch.utils.data import DataLoader
 
@@ -49,6 +50,8 @@ def measure_one(recipe: str, *, runs: int, threads: int | None, loop: bool, prof
     model = create_model(cfg.model.name, **cfg.model.options)
     init_weights(model, cfg.model.init)
     model.train()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=layout)
     loss_fn = get_loss(cfg.loss)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
     train_set, _ = _datasets(cfg, 0)
@@ -66,7 +69,7 @@ def measure_one(recipe: str, *, runs: int, threads: int | None, loop: bool, prof
     rainy, clean, mask = batch
 
     def one_step(rainy: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor) -> float:
-        out = model(rainy)
+        out = model(rainy.contiguous(memory_format=layout))
         loss = loss_fn(out, clean, mask)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -115,17 +118,20 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also profile one step and print its N most expensive operators (self CPU time)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="model and batches in channels_last (the training loop itself uses NCHW)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure_one(args.one, runs=args.runs, threads=args.threads, loop=not args.no_loop,
-                                     profile=args.profile)))
+                                     profile=args.profile, channels_last=args.channels_last)))
         return
 
     import torch
 
     recipes = args.recipes or sorted(p.stem for p in (ROOT / "configs").glob("*.yaml"))
     print(f"torch {torch.__version__}, {args.threads or torch.get_num_threads()} threads, median of {args.runs} "
+          f"{'(channels_last) ' if args.channels_last else ''}"
           "steps; step = forward+backward+Adam on a fixed batch, data = one batch made in-process, "
           "loop = a step through DataLoader with the recipe's workers")
     print(f"{'recipe':<14} {'batch':>5} {'crop':>5} {'step s':>8} {'samples/s':>10} {'data s':>8} "
@@ -139,6 +145,8 @@ def main() -> None:
             cmd.append("--no-loop")
         if args.profile:
             cmd += ["--profile", str(args.profile)]
+        if args.channels_last:
+            cmd.append("--channels-last")
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             print(f"{name:<14} failed: {proc.stderr.strip().splitlines()[-1:]}")
