@@ -197,11 +197,13 @@ def test_export_friendly_sweeps_equal_the_loop(method: str, boundary_relu: bool,
     x = torch.randn(2, 3, 17, 29, generator=g, dtype=torch.float64) * 2
     w = sign * torch.rand(3, generator=g, dtype=torch.float64) * 0.99
     b = torch.randn(3, generator=g, dtype=torch.float64) * 0.3
-    for dim in (2, 3):
-        for reverse in (False, True):
-            ref = irnn_sweep(x, w, b, dim=dim, reverse=reverse, boundary_relu=boundary_relu, method="loop")
-            got = irnn_sweep(x, w, b, dim=dim, reverse=reverse, boundary_relu=boundary_relu, method=method)
-            assert torch.allclose(got, ref, atol=1e-10, rtol=0)
+    x5 = torch.randn(1, 3, 6, 5, 4, generator=g, dtype=torch.float64) * 2  # more than one trailing dim
+    for t, dims in ((x, (2, 3)), (x5, (2, 3, 4))):
+        for dim in dims:
+            for reverse in (False, True):
+                ref = irnn_sweep(t, w, b, dim=dim, reverse=reverse, boundary_relu=boundary_relu, method="loop")
+                got = irnn_sweep(t, w, b, dim=dim, reverse=reverse, boundary_relu=boundary_relu, method=method)
+                assert torch.allclose(got, ref, atol=1e-10, rtol=0)
     with pytest.raises(ValueError, match="at most 4 positions"):
         from derain.nn.irnn import sweep_doubling
         sweep_doubling(x, w, b, reverse=False, boundary_relu=True, steps=2)

@@ -85,7 +85,8 @@ def irnn_sweep(x: Tensor, weight: Tensor, bias: Tensor, *, dim: int, reverse: bo
     if method == "export":
         moved = x.movedim(dim, 2)
         moved = moved.flip(2) if reverse else moved
-        out = sweep_export(moved.reshape(*moved.shape[:3], -1), w, b, boundary_relu=boundary_relu).view(moved.shape)
+        out = sweep_export(moved.reshape(*moved.shape[:3], -1), w, b, boundary_relu=boundary_relu)
+        out = out.reshape(moved.shape)
         return (out.flip(2) if reverse else out).movedim(2, dim)
     if method != "scan":
         raise ValueError(f"method must be 'scan', 'loop', 'doubling' or 'export', got {method!r}")
@@ -152,7 +153,7 @@ def sweep_doubling(x: Tensor, w: Tensor, b: Tensor, *, reverse: bool, boundary_r
 def sweep_export(x: Tensor, w: Tensor, b: Tensor, *, boundary_relu: bool) -> Tensor:
     """The sweep along dim 2 of ``x`` ``(B, C, N, R)``, forwards, as one ``torch`` scan higher-order op: the plain
     recurrence, which ``torch.onnx.export`` writes as one ONNX ``Scan`` node whose body is the step (no Python loop
-    unrolled into the graph, any N). For export; eager PyTorch runs it as a loop."""
+    unrolled into the graph, any N). For export: eager PyTorch compiles the op on first use."""
     from torch._higher_order_ops.scan import scan
 
     first = x[:, :, 0].contiguous()  # the carry's layout, which the scan op requires of its initial value
