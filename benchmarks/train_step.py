@@ -33,7 +33,7 @@ def _peak_rss_mib() -> float:
 
 
 def measure_one(recipe: str, *, runs: int, threads: int | None, loop: bool, profile: int = 0,
-                channels_last: bool = False) -> dict[str, object]:
+                channels_last: bool = False, compile: bool = False) -> dict[str, object]:
     import torch
     from torch.utils.data import DataLoader
 
@@ -52,8 +52,13 @@ def measure_one(recipe: str, *, runs: int, threads: int | None, loop: bool, prof
     model.train()
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
+    params = list(model.parameters())
+    if compile:
+        from derain.train.loop import compiled
+
+        model = compiled(model, torch.device("cpu"))  # what train.compile=true does
     loss_fn = get_loss(cfg.loss)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
+    opt = torch.optim.Adam(params, lr=cfg.optim.lr)
     train_set, _ = _datasets(cfg, 0)
 
     def make_batch(step: int) -> list[torch.Tensor]:
@@ -76,7 +81,9 @@ def measure_one(recipe: str, *, runs: int, threads: int | None, loop: bool, prof
         opt.step()
         return float(loss.detach())
 
-    one_step(rainy, clean, mask)  # warm-up
+    t0 = time.perf_counter()
+    one_step(rainy, clean, mask)  # warm-up (with --compile: the compilation)
+    warmup_s = time.perf_counter() - t0
     step_times = []
     for _ in range(runs):
         t0 = time.perf_counter()
@@ -84,7 +91,7 @@ def measure_one(recipe: str, *, runs: int, threads: int | None, loop: bool, prof
         step_times.append(time.perf_counter() - t0)
     result: dict[str, object] = {"batch": cfg.data.batch, "crop": cfg.data.crop, "workers": cfg.data.workers,
               "step_s": statistics.median(step_times), "step_min_s": min(step_times),
-              "data_s": statistics.median(data_times)}
+              "data_s": statistics.median(data_times), "warmup_s": warmup_s}
     if profile:
         from torch.profiler import profile as profiler
 
@@ -120,11 +127,14 @@ def main() -> None:
                         help="also profile one step and print its N most expensive operators (self CPU time)")
     parser.add_argument("--channels-last", action="store_true",
                         help="model and batches in channels_last (the training loop itself uses NCHW)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model (needs a C compiler; the first step includes compiling)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure_one(args.one, runs=args.runs, threads=args.threads, loop=not args.no_loop,
-                                     profile=args.profile, channels_last=args.channels_last)))
+                                     profile=args.profile, channels_last=args.channels_last,
+                                     compile=args.compile)))
         return
 
     import torch
@@ -147,6 +157,8 @@ def main() -> None:
             cmd += ["--profile", str(args.profile)]
         if args.channels_last:
             cmd.append("--channels-last")
+        if args.compile:
+            cmd.append("--compile")
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             print(f"{name:<14} failed: {proc.stderr.strip().splitlines()[-1:]}")

@@ -82,6 +82,21 @@ def test_every_recipe_runs_a_few_steps(config: Path, clean_folder: Path, tmp_pat
     assert any(r["val_psnr"] for r in rows)
 
 
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_every_trainable_parameter_gets_a_gradient(config: Path) -> None:
+    """DDP reduces the gradient of every parameter that requires one and fails on any the loss never reaches
+    (the official SIAN and SPANet carry inert blocks: they are frozen)."""
+    from derain.losses import get_loss
+
+    cfg = load_config(config)
+    model = derain.create_model(cfg.model.name, **cfg.model.options)
+    rainy, clean = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    mask = torch.rand(1, 1, 32, 32)
+    get_loss(cfg.loss)(model(rainy), clean, mask).backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing
+
+
 def test_tiny_overfit_loss_falls(clean_folder: Path, tmp_path: Path) -> None:
     cfg = _tiny(None, clean_folder, "model.name=prn", "model.options={channels: 16}", "loss=l1", "optim.lr=2e-3",
                 "data.style=light", "train.steps=40", "train.val_every=40", "data.batch=4")
@@ -175,3 +190,46 @@ def test_training_on_a_paired_folder(clean_folder: Path, tmp_path: Path) -> None
                 "model.options={channels: 8}", "train.steps=3")
     result = fit(cfg, tmp_path / "run", progress=False)
     assert result.finished and result.val_psnr is not None and result.val_psnr > 10
+
+
+HAS_CXX = any(__import__("shutil").which(cc) for cc in ("c++", "g++", "clang++"))
+
+
+@pytest.mark.skipif(not HAS_CXX, reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_training_step_has_the_eager_gradients() -> None:
+    from derain.losses import get_loss
+    from derain.train.loop import compiled
+
+    torch.manual_seed(0)
+    model = derain.create_model("prenet", stages=2, channels=8)
+    rainy, clean = torch.rand(2, 3, 24, 24), torch.rand(2, 3, 24, 24)
+    loss_fn = get_loss("neg_ssim")
+    grads = []
+    for net in (model, compiled(model, torch.device("cpu"))):
+        model.zero_grad(set_to_none=True)
+        loss = loss_fn(net(rainy), clean, None)
+        loss.backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for eager, comp in zip(*grads, strict=True):
+        torch.testing.assert_close(comp, eager, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(not HAS_CXX, reason="torch.compile on CPU needs a C++ compiler")
+def test_train_compile_runs_and_writes_plain_weights(clean_folder: Path, tmp_path: Path) -> None:
+    cfg = _tiny(None, clean_folder, "model.name=prn", "model.options={channels: 8, stages: 2}", "train.steps=2",
+                "train.compile=true")
+    result = fit(cfg, tmp_path / "run", progress=False)
+    assert result.finished
+    state = load_file(tmp_path / "run" / "weights.safetensors")
+    assert not any(k.startswith("_orig_mod") for k in state)  # the module's own keys, loadable anywhere
+    derain.load(tmp_path / "run" / "weights.safetensors", device="cpu")
+
+
+def test_train_compile_without_a_compiler_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from derain.train.loop import compiled
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(InputError, match=r"C\+\+ compiler on PATH.*train.compile=false"):
+        compiled(torch.nn.Conv2d(1, 1, 1), torch.device("cpu"))

@@ -165,6 +165,7 @@ class RPDBlock(nn.Module):
         self.up_conv = nn.ModuleList(FuseUp(channels=channels) for _ in range(scales - 1))
         # Present in the official model and checkpoints but never called.
         self.conv_m = nn.Sequential(_conv(channels, channels), nn.ReLU(), _conv(channels, channels), nn.ReLU())
+        self.conv_m.requires_grad_(False)  # frozen: training (and DDP's gradient reduction) must not wait on it
         self.lstm = nn.ModuleList(ConvLSTM(channels=channels) for _ in range(scales))
         kernels = torch.stack([_gaussian_3x3(s) for s in dog_sigmas(gaussian_layers)])
         self.register_buffer("blur_kernels", kernels[:, None], persistent=False)

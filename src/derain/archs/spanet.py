@@ -82,6 +82,8 @@ class SAM(nn.Module):
         self.conv2 = _conv3(4 * channels, channels)
         self.conv3 = _conv3(4 * channels, channels)
         self.attention_layer = DirectionAttention(channels=channels)
+        if not direction_attention:  # inert, kept for the official keys: frozen, so no optimizer or DDP waits on it
+            self.attention_layer.requires_grad_(False)
         self.conv_out = _conv1(channels, 1)
 
     def _directions(self, irnn: IRNN, x: Tensor, maps: Tensor | None) -> Tensor:

@@ -66,6 +66,7 @@ class LoopConfig:
     device: str = "auto"
     amp: bool = True            # mixed precision on CUDA (ignored on CPU)
     threads: int | None = None  # torch CPU threads per process (None: torch's default)
+    compile: bool = False       # torch.compile the model for training steps (opt-in; needs a C++ compiler)
     log_every: int = 10
     val_every: int = 200
     ckpt_every: int = 100

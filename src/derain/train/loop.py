@@ -52,7 +52,7 @@ from derain.weights.store import load_weights, write_weights
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "weights.safetensors"
 LOG_FIELDS = ("step", "loss", "lr", "seconds", "samples_per_s", "val_psnr", "val_ssim")
-RUNTIME_KEYS = {"data.workers", "train.threads", "train.device", "train.amp", "train.log_every",
+RUNTIME_KEYS = {"data.workers", "train.threads", "train.device", "train.amp", "train.compile", "train.log_every",
                 "train.val_every", "train.ckpt_every"}  # may differ when resuming
 
 
@@ -236,6 +236,23 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
+def compiled(net: nn.Module, device: torch.device) -> nn.Module:
+    """``torch.compile(net)`` for ``train.compile: true``; a clear error where it cannot work.
+
+    Opt-in: the mathematics are the same (gradients equal eager ones within float32 tolerance), the first step
+    pays the compilation (minutes on 2 CPU cores), and it pays off only for some recipes (README, "Time per
+    training step"). On CPU, torch's inductor builds C++: it needs a C++ compiler on ``PATH``.
+    """
+    import shutil
+
+    if not hasattr(torch, "compile"):
+        raise InputError("train.compile: this torch has no torch.compile; set train.compile=false")
+    if device.type == "cpu" and not any(shutil.which(cc) for cc in ("c++", "g++", "clang++")):
+        raise InputError("train.compile needs a C++ compiler on PATH (torch.compile builds C++ kernels on CPU): "
+                         "install one (e.g. apt install g++) or set train.compile=false")
+    return torch.compile(net, dynamic=False)  # training crops are one size; static shapes compile best
+
+
 class _Trainer:
     """The model and what updates it: one :meth:`step` per batch, and the state a checkpoint holds."""
 
@@ -250,6 +267,8 @@ class _Trainer:
         if ctx.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.train.compile:
+            self.net = compiled(self.net, self.device)
         self.loss_fn = get_loss(cfg.loss)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
                                           weight_decay=cfg.optim.weight_decay)
