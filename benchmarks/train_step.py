@@ -12,6 +12,7 @@ For every recipe in ``configs/`` (or those named), in its own subprocess so that
     python benchmarks/train_step.py                        # every recipe, CPU
     python benchmarks/train_step.py --recipes default jdnet_light --runs 5 --json out.json
     python benchmarks/train_step.py --recipes prenet_heavy --runs 1 --no-loop --profile 8   # + where the time goes
+    python benchmarks/train_step.py --recipes sian_light --no-loop --compile   # train.compile=true; step 1 compiles
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ def main() -> None:
           "steps; step = forward+backward+Adam on a fixed batch, data = one batch made in-process, "
           "loop = a step through DataLoader with the recipe's workers")
     print(f"{'recipe':<14} {'batch':>5} {'crop':>5} {'step s':>8} {'samples/s':>10} {'data s':>8} "
-          f"{'loop s':>8} {'peak RSS MiB':>13}")
+          f"{'loop s':>8} {'peak RSS MiB':>13} {'first step s':>13}")
     results = {}
     for name in recipes:
         cmd = [sys.executable, __file__, "--one", name, "--runs", str(args.runs)]
@@ -167,7 +168,7 @@ def main() -> None:
         results[name] = r
         loop = f"{r['loop_s']:>8.3f}" if "loop_s" in r else f"{'-':>8}"
         print(f"{name:<14} {r['batch']:>5} {r['crop']:>5} {r['step_s']:>8.3f} {r['batch'] / r['step_s']:>10.2f} "
-              f"{r['data_s']:>8.3f} {loop} {r['peak_rss_mib']:>13.0f}", flush=True)
+              f"{r['data_s']:>8.3f} {loop} {r['peak_rss_mib']:>13.0f} {r['warmup_s']:>13.1f}", flush=True)
     for name, r in results.items():
         if "profile" in r:
             print(f"\n{name}: share of one step's self CPU time (torch.profiler)")
