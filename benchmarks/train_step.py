@@ -53,13 +53,12 @@ def measure_one(recipe: str, *, runs: int, threads: int | None, loop: bool, prof
     model.train()
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
-    params = list(model.parameters())
     if compile:
         from derain.train.loop import compiled
 
         model = compiled(model, torch.device("cpu"))  # what train.compile=true does
     loss_fn = get_loss(cfg.loss)
-    opt = torch.optim.Adam(params, lr=cfg.optim.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
     train_set, _ = _datasets(cfg, 0)
 
     def make_batch(step: int) -> list[torch.Tensor]:

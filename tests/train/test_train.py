@@ -20,6 +20,7 @@ from derain.errors import InputError
 from derain.io import write_image
 from derain.train import fit, load_config
 from derain.train.config import apply_overrides, config_from_dict, save_config
+from derain.train.loop import compiled, cxx_compiler
 from tests.conftest import REPO, require_shared
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -192,13 +193,12 @@ def test_training_on_a_paired_folder(clean_folder: Path, tmp_path: Path) -> None
     assert result.finished and result.val_psnr is not None and result.val_psnr > 10
 
 
-HAS_CXX = any(__import__("shutil").which(cc) for cc in ("c++", "g++", "clang++"))
+HAS_CXX = cxx_compiler() is not None
 
 
 @pytest.mark.skipif(not HAS_CXX, reason="torch.compile on CPU needs a C++ compiler")
 def test_compiled_training_step_has_the_eager_gradients() -> None:
     from derain.losses import get_loss
-    from derain.train.loop import compiled
 
     torch.manual_seed(0)
     model = derain.create_model("prenet", stages=2, channels=8)
@@ -227,8 +227,6 @@ def test_train_compile_runs_and_writes_plain_weights(clean_folder: Path, tmp_pat
 
 def test_train_compile_without_a_compiler_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
-
-    from derain.train.loop import compiled
 
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(InputError, match=r"C\+\+ compiler on PATH.*train.compile=false"):

@@ -236,6 +236,13 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
+def cxx_compiler() -> str | None:
+    """The C++ compiler torch.compile would build CPU kernels with (the first on ``PATH``), or None."""
+    import shutil
+
+    return next((path for cc in ("c++", "g++", "clang++") if (path := shutil.which(cc))), None)
+
+
 def compiled(net: nn.Module, device: torch.device) -> nn.Module:
     """``torch.compile(net)`` for ``train.compile: true``; a clear error where it cannot work.
 
@@ -243,11 +250,9 @@ def compiled(net: nn.Module, device: torch.device) -> nn.Module:
     pays the compilation (minutes on 2 CPU cores), and it pays off only for some recipes (README, "Time per
     training step"). On CPU, torch's inductor builds C++: it needs a C++ compiler on ``PATH``.
     """
-    import shutil
-
     if not hasattr(torch, "compile"):
         raise InputError("train.compile: this torch has no torch.compile; set train.compile=false")
-    if device.type == "cpu" and not any(shutil.which(cc) for cc in ("c++", "g++", "clang++")):
+    if device.type == "cpu" and cxx_compiler() is None:
         raise InputError("train.compile needs a C++ compiler on PATH (torch.compile builds C++ kernels on CPU): "
                          "install one (e.g. apt install g++) or set train.compile=false")
     return torch.compile(net, dynamic=False)  # training crops are one size; static shapes compile best
