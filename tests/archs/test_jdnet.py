@@ -180,6 +180,9 @@ def test_row_bands_do_not_change_the_result() -> None:
         torch.testing.assert_close(gx, gx_ref, rtol=0, atol=1e-12)
     assert whole.band_rows(1, 2000, 3000) == 10_000
     assert 1 <= PairwiseSelfAttention().band_rows(1, 2000, 3000) < math.ceil(2000 / 4)
+    # training (gradients tracked) takes larger bands: a JDNet training batch in one band, inference in several
+    attention = PairwiseSelfAttention()
+    assert attention.band_rows(12, 64, 64, training=True) == 64 > attention.band_rows(12, 64, 64)
 
 
 def test_jdnet_chunk_rows_option_is_passed_down() -> None:

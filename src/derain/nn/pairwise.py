@@ -27,6 +27,11 @@ from torch import Tensor, nn
 # values) ran the attention 2.5x faster than the whole image in one band (64M); a 12x64x64 training batch was fastest
 # at 8-16M values per band (benchmarks/forward.py, benchmarks/train_step.py).
 _BAND_BUDGET = 1 << 22
+# The same budget when gradients are tracked (training). There every band's relation and weights are kept for the
+# backward pass whatever the band size, so bands only add per-band work: a 12x64x64 JDNet training step took 6.7 s
+# at 2**22 values per band (5 bands of 13 rows), 6.6 s at 2**23, 6.2-6.3 s at 2**24 and 6.0-6.1 s at 2**25 and
+# above (one band) on a 2-core CPU (benchmarks/train_step.py, one run).
+_TRAIN_BAND_BUDGET = 1 << 25
 
 
 def position_grid(height: int, width: int, *, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -197,11 +202,14 @@ class PairwiseSelfAttention(nn.Module):
         )
         self.conv_p = nn.Conv2d(2, 2, kernel_size=1)
 
-    def band_rows(self, batch: int, height: int, width: int) -> int:
+    def band_rows(self, batch: int, height: int, width: int, *, training: bool = False) -> int:
+        """Rows per band: ``chunk_rows``, or as many as keep a band's largest footprint tensor within the budget
+        (a larger one when gradients are tracked, ``training``)."""
         if self.chunk_rows is not None:
             return self.chunk_rows
         per_row = batch * self.kernel_size**2 * width * max(self.conv3.out_channels, self.conv_w[1].in_channels)
-        return max(1, min(height, _BAND_BUDGET // max(per_row, 1)))
+        budget = _TRAIN_BAND_BUDGET if training else _BAND_BUDGET
+        return max(1, min(height, budget // max(per_row, 1)))
 
     def forward(self, x: Tensor) -> Tensor:
         batch, _, height, width = x.shape
@@ -215,7 +223,7 @@ class PairwiseSelfAttention(nn.Module):
         k_pad, v_pad, pe_pad = (F.pad(t, (pad, pad, pad, pad), mode="reflect") for t in (k, v, pe))
         if self.export_mode:
             return self._traceable(q, k_pad, v_pad, pe, pe_pad)
-        rows = self.band_rows(batch, height, width)
+        rows = self.band_rows(batch, height, width, training=torch.is_grad_enabled())
         bands = [self._band(q, k_pad, v_pad, pe, pe_pad, r0, min(r0 + rows, height))
                  for r0 in range(0, height, rows)]
         return bands[0] if len(bands) == 1 else torch.cat(bands, dim=2)
