@@ -7,8 +7,7 @@ an architecture: one file declaring ``FAMILY``, one import line and one entry be
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
@@ -20,26 +19,17 @@ from derain.errors import InputError
 FAMILIES: dict[str, Family] = {f.name: f for f in (sian.FAMILY, prenet.FAMILY, spanet.FAMILY, jdnet.FAMILY)}
 
 
-@dataclass(frozen=True)
-class ModelEntry:
-    name: str
-    constructor: Callable[..., nn.Module]
-    preset: Mapping[str, Any] = field(default_factory=dict)
-    summary: str = ""
-    family: str = ""
-
-
-def _table(families: Mapping[str, Family]) -> dict[str, ModelEntry]:
-    table: dict[str, ModelEntry] = {}
+def _table(families: Mapping[str, Family]) -> dict[str, Preset]:
+    table: dict[str, Preset] = {}
     for family in families.values():
         for p in family.presets:
             if p.name in table:
                 raise ValueError(f"duplicate model name in the registry: {p.name!r}")
-            table[p.name] = ModelEntry(p.name, p.constructor, p.options, p.summary, family.name)
+            table[p.name] = p
     return table
 
 
-MODELS: dict[str, ModelEntry] = _table(FAMILIES)
+MODELS: dict[str, Preset] = _table(FAMILIES)
 
 
 def list_models() -> list[str]:
@@ -47,7 +37,8 @@ def list_models() -> list[str]:
     return sorted(MODELS)
 
 
-def get_entry(name: str) -> ModelEntry:
+def get_entry(name: str) -> Preset:
+    """The preset of a registry name; unknown names raise with the list of valid ones."""
     try:
         return MODELS[name]
     except KeyError:
@@ -58,8 +49,9 @@ def get_family(name: str) -> Family:
     """The family of a registry name (``"prn"`` -> PReNet's) or a family's own name (``"prenet"``)."""
     if name in FAMILIES:
         return FAMILIES[name]
-    if name in MODELS:
-        return FAMILIES[MODELS[name].family]
+    for family in FAMILIES.values():
+        if any(p.name == name for p in family.presets):
+            return family
     raise InputError(f"unknown architecture {name!r}; families: {', '.join(sorted(FAMILIES))}; "
                      f"models: {', '.join(list_models())}")
 
@@ -79,10 +71,10 @@ def create_model(name: str, **options: Any) -> nn.Module:
     """Build a bare model by registry name; ``options`` override the preset's constructor arguments."""
     entry = get_entry(name)
     try:
-        return entry.constructor(**{**entry.preset, **options})
+        return entry.constructor(**{**entry.options, **options})
     except TypeError as exc:
         raise InputError(f"bad options for model {name!r}: {exc}") from None
 
 
-__all__ = ["FAMILIES", "MODELS", "Family", "ModelEntry", "Preset", "create_model", "family_of", "get_entry",
+__all__ = ["FAMILIES", "MODELS", "Family", "Preset", "create_model", "family_of", "get_entry",
            "get_family", "list_models"]

@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from derain.archs import create_model, get_entry
+from derain.archs import create_model, get_family
 from derain.data import PairedFolder
 from derain.data.sets import resolve_images
 from derain.data.synthetic import load_textures
@@ -367,7 +367,7 @@ def _finish(cfg: Config, out: Path, trainer: _Trainer, *, step: int, seconds: fl
     write_weights(out / WEIGHTS, model=cfg.model.name, options=dict(cfg.model.options),
                   state_dict=trainer.model.state_dict(),
                   extra={"steps": str(step), "config": json.dumps(to_dict(cfg), sort_keys=True)})
-    summary = {"model": cfg.model.name, "family": get_entry(cfg.model.name).family, "steps": step,
+    summary = {"model": cfg.model.name, "family": get_family(cfg.model.name).name, "steps": step,
                "seconds": seconds, "processes": trainer.ctx.world, "device": str(trainer.device),
                "val_psnr": val[0], "val_ssim": val[1], "ranks_max_parameter_difference": spread}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
