@@ -176,6 +176,27 @@ def test_torchrun_ddp_two_processes(clean_folder: Path, tmp_path: Path) -> None:
     assert any(not torch.equal(a[k], v) for k, v in single.model.state_dict().items())
 
 
+@pytest.mark.parametrize("recipe", ["sian_light", "spanet_light"])
+def test_torchrun_ddp_trains_models_with_inert_official_blocks(recipe: str, clean_folder: Path,
+                                                               tmp_path: Path) -> None:
+    """SIAN and SPANet carry official blocks their forward never calls; DDP failed on them until they were frozen."""
+    from derain.archs import get_family
+
+    cfg = load_config(REPO / "configs" / f"{recipe}.yaml")
+    small = ", ".join(f"{k}: {v}" for k, v in get_family(cfg.model.name).small.items())
+    cfg = _tiny(REPO / "configs" / f"{recipe}.yaml", clean_folder, f"model.options={{{small}}}", "train.steps=2")
+    save_config(cfg, tmp_path / "cfg.yaml")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+         f"--master_port={_free_port()}", "-m", "derain", "train", str(tmp_path / "cfg.yaml"),
+         "-o", str(tmp_path / "run"), "--quiet"],
+        capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["ranks_max_parameter_difference"] == 0.0
+
+
 def test_training_on_a_paired_folder(clean_folder: Path, tmp_path: Path) -> None:
     from derain.data import PairedFolder
     from derain.data.synthetic import synthesize_folder
