@@ -158,8 +158,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_torchrun_ddp_two_processes(clean_folder: Path, tmp_path: Path) -> None:
-    cfg = _tiny(None, clean_folder, "model.name=prn", "model.options={channels: 8}", "train.steps=4")
+def _torchrun_two_processes(cfg: derain.train.Config, tmp_path: Path) -> None:
+    """``torchrun --nproc_per_node=2 -m derain train`` of ``cfg`` into ``tmp_path/run``, one thread per process."""
     save_config(cfg, tmp_path / "cfg.yaml")
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
@@ -168,6 +168,11 @@ def test_torchrun_ddp_two_processes(clean_folder: Path, tmp_path: Path) -> None:
          "-o", str(tmp_path / "run"), "--quiet"],
         capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_torchrun_ddp_two_processes(clean_folder: Path, tmp_path: Path) -> None:
+    cfg = _tiny(None, clean_folder, "model.name=prn", "model.options={channels: 8}", "train.steps=4")
+    _torchrun_two_processes(cfg, tmp_path)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["steps"] == 4
     assert summary["ranks_max_parameter_difference"] == 0.0  # every rank holds the same parameters
@@ -185,14 +190,7 @@ def test_torchrun_ddp_trains_models_with_inert_official_blocks(recipe: str, clea
     cfg = load_config(REPO / "configs" / f"{recipe}.yaml")
     small = ", ".join(f"{k}: {v}" for k, v in get_family(cfg.model.name).small.items())
     cfg = _tiny(REPO / "configs" / f"{recipe}.yaml", clean_folder, f"model.options={{{small}}}", "train.steps=2")
-    save_config(cfg, tmp_path / "cfg.yaml")
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-         f"--master_port={_free_port()}", "-m", "derain", "train", str(tmp_path / "cfg.yaml"),
-         "-o", str(tmp_path / "run"), "--quiet"],
-        capture_output=True, text=True, env=env, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _torchrun_two_processes(cfg, tmp_path)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["ranks_max_parameter_difference"] == 0.0
 
