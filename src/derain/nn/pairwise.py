@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# Elements allowed in one band's largest k*k-footprint tensor (16 MB in float32) when chunk_rows is None. Smaller
-# bands keep each of the k*k passes over a band in cache: measured on a 2-core CPU at 480x320, a 16-row band (3M
-# values) ran the attention 2.5x faster than the whole image in one band (64M); a 12x64x64 training batch was fastest
-# at 8-16M values per band (benchmarks/forward.py, benchmarks/train_step.py).
+# Elements allowed in one band's largest k*k-footprint tensor (16 MB in float32) when chunk_rows is None and no
+# gradient is tracked (inference). Smaller bands keep each of the k*k passes over a band in cache: measured on a
+# 2-core CPU at 480x320, a 16-row band (3M values) ran the attention 2.5x faster than the whole image in one band
+# (64M) (benchmarks/forward.py).
 _BAND_BUDGET = 1 << 22
-# The same budget when gradients are tracked (training). There every band's relation and weights are kept for the
+# The budget when gradients are tracked (training). There every band's relation and weights are kept for the
 # backward pass whatever the band size, so bands only add per-band work: a 12x64x64 JDNet training step took 6.7 s
 # at 2**22 values per band (5 bands of 13 rows), 6.6 s at 2**23, 6.2-6.3 s at 2**24 and 6.0-6.1 s at 2**25 and
 # above (one band) on a 2-core CPU (benchmarks/train_step.py, one run).
