@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true",
                         help="model and batches in channels_last (the training loop itself uses NCHW)")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the model (needs a C compiler; the first step includes compiling)")
+                        help="torch.compile the model (needs a C++ compiler; the first step includes compiling)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
