@@ -126,10 +126,12 @@ def convert_command(
     checkpoint: Annotated[Path, typer.Argument(help="Official checkpoint (.pth) or derain safetensors file.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output .safetensors file.")],
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
+    float16: Annotated[bool, typer.Option("--float16", help="Store the weights as float16 (half the file size; "
+                                                            "they load back as float32).")] = False,
 ) -> None:
     """Convert an official checkpoint to safetensors with metadata (architecture, options, channel order)."""
     weights = derain.weights.read_checkpoint(checkpoint)
-    out = derain.weights.save_converted(weights, output, overwrite=overwrite)
+    out = derain.weights.save_converted(weights, output, overwrite=overwrite, float16=float16)
     options = ", ".join(f"{k}={v}" for k, v in weights.options.items()) or "defaults"
     typer.echo(f"{checkpoint} -> {out}: {weights.name} (model {weights.model}, {options}, "
                f"{weights.channel_order.upper()}, {len(weights.state_dict)} tensors)")

@@ -96,6 +96,23 @@ def test_convert_round_trip(tmp_path: Path) -> None:
         save_converted(original, out)
 
 
+def test_convert_to_float16_halves_the_file_and_loads_as_float32(tmp_path: Path) -> None:
+    src = require_shared("weights", "official", "prenet", "Ablation", "PReNet5_LSTM", "net_latest.pth")
+    original = read_checkpoint(src)
+    full = save_converted(original, tmp_path / "p5.safetensors")
+    half = save_converted(original, tmp_path / "p5_fp16.safetensors", float16=True)
+    assert 0.45 < half.stat().st_size / full.stat().st_size < 0.55
+    again = read_checkpoint(half)
+    assert {v.dtype for v in again.state_dict.values()} == {torch.float16}
+    assert again.metadata["derain.dtype"] == "float16" and again.model == "prenet_lstm"
+    model = again.build()
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    x = torch.rand(1, 3, 24, 24)
+    with torch.no_grad():
+        gap = (original.build()(x).image - model(x).image).abs().max().item()
+    assert 0 < gap < 5e-3  # only the weights' rounding
+
+
 def test_load_by_catalog_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DERAIN_WEIGHTS", str(require_shared("weights", "official")))
     restorer = derain.load("sian.rain100l", device="cpu")

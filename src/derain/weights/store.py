@@ -144,8 +144,12 @@ def load_weights(name_or_path: str | os.PathLike[str]) -> LoadedWeights:
     return read_checkpoint(text)
 
 
-def save_converted(weights: LoadedWeights, out: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-    """Write weights as safetensors with derain metadata (model, options, channel order, source sha256)."""
+def save_converted(weights: LoadedWeights, out: str | os.PathLike[str], *, overwrite: bool = False,
+                   float16: bool = False) -> Path:
+    """Write weights as safetensors with derain metadata (model, options, channel order, source sha256).
+
+    ``float16`` stores floating-point tensors as float16 (half the file); they load back into float32 models,
+    so outputs change only by the rounding of the weights (measure it before shipping such a file)."""
     out = Path(out)
     if out.suffix != ".safetensors":
         raise InputError(f"{out}: the output file must end in .safetensors")
@@ -154,10 +158,14 @@ def save_converted(weights: LoadedWeights, out: str | os.PathLike[str], *, overw
     if out.exists() and not overwrite:
         raise InputError(f"{out}: exists; pass --overwrite to replace it")
     weights.build()  # proves the state_dict fits before anything is written
-    return write_weights(out, model=weights.model, options=weights.options, state_dict=weights.state_dict,
+    state = weights.state_dict
+    if float16:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    return write_weights(out, model=weights.model, options=weights.options, state_dict=state,
                          channel_order=weights.channel_order,
                          source_sha256=weights.metadata.get(_META_PREFIX + "source_sha256", weights.sha256),
-                         name=weights.record.name if weights.record else "")
+                         name=weights.record.name if weights.record else "",
+                         extra={"dtype": "float16"} if float16 else None)
 
 
 def write_weights(out: str | os.PathLike[str], *, model: str, options: Mapping[str, Any], state_dict: StateDict,
