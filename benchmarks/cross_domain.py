@@ -7,6 +7,7 @@ test set's own training split was not in the record's training data.
 
     python benchmarks/cross_domain.py --every 5                  # every 5th image: 20 per set
     python benchmarks/cross_domain.py --weights derain.default sian.rain100h --every 1 --json out.json
+    python benchmarks/cross_domain.py --weights derain.jdnet_light --sets rain100L --every 1   # one set
 
 Official files come from $DERAIN_WEIGHTS or are downloaded on first use; missing ones are reported and skipped.
 """
@@ -51,7 +52,7 @@ def measure_set(restorer: derain.Restorer, pairs: list, quantize: str) -> dict[s
         bias += (out[0] - pair.clean).mean(dim=(1, 2)).double()
     n = len(pairs)
     return {"psnr": sum(ps) / n, "ssim": sum(ss) / n, "bias": [round(float(b), 4) for b in bias / n],
-            "images": n, "seconds": sum(secs) / n}
+            "images": n, "seconds": sum(secs) / n, "per_image": {"psnr": ps, "ssim": ss}}
 
 
 def main() -> None:
@@ -59,14 +60,15 @@ def main() -> None:
     parser.add_argument("--weights", nargs="*", default=None, help="records (default: every one with a file)")
     parser.add_argument("--every", type=int, default=5, help="every Nth image of each set (1: all 100)")
     parser.add_argument("--all-sets", action="store_true", help="also the sets a record was trained on")
+    parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS), help="which test sets")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
     names = args.weights or [n for n in derain.list_weights() if not n.startswith("jdnet")]
-    sets = {name: [PairedFolder(name)[i] for i in range(0, 100, args.every)] for name in SETS}
+    sets = {name: [PairedFolder(name)[i] for i in range(0, 100, args.every)] for name in args.sets}
     results: dict[str, dict] = {}
-    print(f"| weights | trained on | {' | '.join(SETS)} |")
-    print(f"|---|---|{'---|' * len(SETS)}")
+    print(f"| weights | trained on | {' | '.join(sets)} |")
+    print(f"|---|---|{'---|' * len(sets)}")
     cells = []
     for set_name, pairs in sets.items():
         scores = [measure(p.rainy[None], p.clean[None], protocol="matlab-y", quantize="round") for p in pairs]
@@ -90,7 +92,7 @@ def main() -> None:
             row[set_name] = measure_set(restorer, pairs, record.quantize)
         results[name] = {"trained_on": sorted(seen), **row}
         cells = []
-        for set_name in SETS:
+        for set_name in sets:
             r = row[set_name]
             cells.append("(trained on it)" if r is None else
                          f"{r['psnr']:.2f} / {r['ssim']:.4f}, bias {'/'.join(f'{b:+.3f}' for b in r['bias'])}")
