@@ -126,6 +126,9 @@ def test_resume_is_bit_exact(clean_folder: Path, tmp_path: Path) -> None:
     fit(cfg, tmp_path / "straight", progress=False)
     stopped = fit(cfg, tmp_path / "resumed", stop_after=3, progress=False)
     assert not stopped.finished and stopped.step == 3 and not (tmp_path / "resumed" / "weights.safetensors").exists()
+    # a run in progress is measured from its checkpoint (README): the model weights in it, as trained so far
+    in_progress = derain.load(str(tmp_path / "resumed" / "checkpoint.pt"), device="cpu").model
+    assert all(torch.equal(in_progress.state_dict()[k], v) for k, v in stopped.model.state_dict().items())
     # continue through the CLI, with a worker process this time: samples do not depend on who makes them
     assert main(["train", "--resume", str(tmp_path / "resumed"), "--set", "data.workers=1", "--quiet"]) == 0
     a = load_file(str(tmp_path / "straight" / "weights.safetensors"))
