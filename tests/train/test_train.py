@@ -138,6 +138,16 @@ def test_resume_is_bit_exact(clean_folder: Path, tmp_path: Path) -> None:
     assert steps == ["1", "2", "3", "4", "5", "6"]
 
 
+def test_a_jdnet_training_checkpoint_reads_as_rgb(clean_folder: Path, tmp_path: Path) -> None:
+    """JDNet's official weights are BGR and a key layout alone says JDNet: a checkpoint of ours says RGB."""
+    cfg = _tiny(REPO / "configs" / "jdnet_light.yaml", clean_folder, "train.steps=1")
+    result = fit(cfg, tmp_path / "run", progress=False)
+    for name in ("checkpoint.pt", "weights.safetensors"):
+        loaded = derain.load(str(tmp_path / "run" / name), device="cpu")
+        assert loaded.channel_order == "rgb" and type(loaded.model).__name__ == type(result.model).__name__, name
+        assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in result.model.state_dict().items())
+
+
 def test_run_folders_are_never_overwritten(clean_folder: Path, tmp_path: Path) -> None:
     cfg = _tiny(None, clean_folder, "model.name=prn_r", "model.options={channels: 8}", "train.steps=2")
     fit(cfg, tmp_path / "run", progress=False)

@@ -94,7 +94,19 @@ def _read_file(path: Path) -> tuple[StateDict, dict[str, str]]:
     except Exception as exc:  # a malformed file can fail anywhere inside the unpickler
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"{path}: not a PyTorch checkpoint that can be loaded safely ({first[:160]})") from None
-    return unwrap(obj), {}
+    return unwrap(obj), _training_metadata(obj)
+
+
+def _training_metadata(obj: object) -> dict[str, str]:
+    """A ``derain train`` checkpoint (``checkpoint.pt``) names its model in its config and was trained on RGB:
+    say so, rather than guess from the keys (a JDNet or SPANet layout would otherwise read as the official BGR)."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("config"), dict) or "model" not in obj:
+        return {}
+    model = obj["config"].get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+        return {}
+    return {_META_PREFIX + "model": model["name"], _META_PREFIX + "options": json.dumps(model.get("options") or {}),
+            _META_PREFIX + "channel_order": "rgb", _META_PREFIX + "steps": str(obj.get("step", ""))}
 
 
 def read_checkpoint(path: str | os.PathLike[str], *, record: WeightRecord | None = None) -> LoadedWeights:
