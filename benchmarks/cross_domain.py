@@ -7,7 +7,7 @@ test set's own training split was not in the record's training data.
 
     python benchmarks/cross_domain.py --every 5                  # every 5th image: 20 per set
     python benchmarks/cross_domain.py --weights derain.default sian.rain100h --every 1 --json out.json
-    python benchmarks/cross_domain.py --weights derain.jdnet_light --sets rain100L --every 1   # one set
+    python benchmarks/cross_domain.py --weights derain.default --sets rain100L --every 1       # one set
 
 Official files come from $DERAIN_WEIGHTS or are downloaded on first use; missing ones are reported and skipped.
 """
