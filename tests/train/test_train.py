@@ -20,7 +20,8 @@ from derain.errors import InputError
 from derain.io import write_image
 from derain.train import fit, load_config
 from derain.train.config import apply_overrides, config_from_dict, save_config
-from derain.train.loop import compiled, cxx_compiler
+from derain.train.loop import compiled, cxx_compiler, full_precision
+from derain.types import DerainOutput
 from tests.conftest import REPO, require_shared
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -106,6 +107,27 @@ def test_tiny_overfit_loss_falls(clean_folder: Path, tmp_path: Path) -> None:
     assert len(losses) == 40
     first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
     assert last < 0.6 * first, (first, last)
+
+
+def test_the_loss_sees_float32_outputs_under_mixed_precision() -> None:
+    half = torch.rand(2, 3, 16, 16, dtype=torch.float16, requires_grad=True)
+    out = full_precision(DerainOutput(half * 1, stages=(half * 2, half * 1), attention=(half[:, :1],)))
+    assert {t.dtype for t in (out.image, *out.stages, *out.attention)} == {torch.float32}
+    out.image.sum().backward()  # the conversion keeps the graph
+    assert half.grad is not None and half.grad.dtype == torch.float16
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_amp_training_steps_on_cuda_compute_the_loss_in_float32(tmp_path: Path) -> None:
+    from derain.train import distributed
+    from derain.train.loop import _Trainer
+
+    cfg = _tiny(None, tmp_path, "model.name=prn", "model.options={channels: 8}", "train.device=cuda")
+    trainer = _Trainer(cfg, distributed.Context(0, 1, 0, torch.device("cuda")), fresh=True)
+    assert trainer.amp
+    batch = (torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32), torch.rand(2, 1, 32, 32))
+    losses = [trainer.step(batch) for _ in range(3)]
+    assert all(loss.dtype == torch.float32 and torch.isfinite(loss) for loss in losses)
 
 
 def test_warm_start_from_named_weights(clean_folder: Path, tmp_path: Path) -> None:

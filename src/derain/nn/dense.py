@@ -52,8 +52,11 @@ class _Fuse(torch.autograd.Function):
         channels = state.shape[-1]
         state.block(state.values, index + 1).copy_(newest)
         used = (index + 2) * channels
-        out = torch.addmm(bias, _rows(state.values)[:, :used], weight.view(weight.shape[0], used).t())
+        dtype = state.values.dtype  # under mixed precision the features may be float16 and the weights float32
+        matrix = weight.view(weight.shape[0], used).t().to(dtype)
+        out = torch.addmm(bias.to(dtype), _rows(state.values)[:, :used], matrix)
         ctx.save_for_backward(weight)
+        ctx.bias_dtype = bias.dtype
         ctx.state, ctx.index, ctx.used = state, index, used
         return out.view(*state.shape[:3], -1).permute(0, 3, 1, 2)
 
@@ -61,14 +64,16 @@ class _Fuse(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         (weight,) = ctx.saved_tensors
-        state, index, used = ctx.state, ctx.index, ctx.used
+        state, index, used, bias_dtype = ctx.state, ctx.index, ctx.used, ctx.bias_dtype
         if index == state.units - 1 or state.grads is None:  # the last fusion's backward comes first: a new pass
             state.grads = torch.zeros_like(state.values)
-        g = grad.permute(0, 2, 3, 1).reshape(-1, grad.shape[1])
+        dtype = state.values.dtype  # the backward runs outside autocast: every product in the features' dtype
+        g = grad.permute(0, 2, 3, 1).reshape(-1, grad.shape[1]).to(dtype)
         inputs = _rows(state.values)[:, :used]
-        grad_weight = (g.t() @ inputs).view_as(weight) if ctx.needs_input_grad[2] else None
-        grad_bias = g.sum(0) if ctx.needs_input_grad[3] else None
-        _rows(state.grads)[:, :used].addmm_(g, weight.view(weight.shape[0], used))
+        grad_weight = (g.t() @ inputs).view_as(weight).to(weight.dtype) if ctx.needs_input_grad[2] else None
+        accumulate = torch.promote_types(dtype, torch.float32)
+        grad_bias = g.sum(0, dtype=accumulate).to(bias_dtype) if ctx.needs_input_grad[3] else None
+        _rows(state.grads)[:, :used].addmm_(g, weight.view(weight.shape[0], used).to(dtype))
         grad_newest = state.block(state.grads, index + 1)
         grad_first = state.block(state.grads, 0) if index == 0 and ctx.needs_input_grad[1] else None
         return grad_newest, grad_first, grad_weight, grad_bias, None, None
