@@ -13,6 +13,14 @@ For every recipe in ``configs/`` (or those named), in its own subprocess so that
     python benchmarks/train_step.py --recipes default jdnet_light --runs 5 --json out.json
     python benchmarks/train_step.py --recipes prenet_heavy --runs 1 --no-loop --profile 8   # + where the time goes
     python benchmarks/train_step.py --recipes sian_light --no-loop --compile   # train.compile=true; step 1 compiles
+    python benchmarks/train_step.py --recipes jdnet_light --no-loop --device cuda --amp --profile 8  # on a GPU
+    python benchmarks/train_step.py --recipes jdnet_light --no-loop --runs 1 --attention windows --profile 5
+
+``ops`` (with ``--profile``) counts the operators one step runs that do work (views and allocations left out): on a
+GPU each is at least one kernel launch, so a step of tens of thousands of small operators is launch-bound there
+whatever the arithmetic. ``--attention`` forces JDNet's attention form (``windows``: the banded k*k window loop,
+``whole``: the whole-image form; default: whole on an accelerator, windows on the CPU). ``--amp`` runs the step as
+``derain train`` does on CUDA (float16 autocast, the loss in float32, gradient scaling).
 """
 
 from __future__ import annotations
@@ -33,16 +41,27 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+# operators that only make views, allocate or bookkeep: not counted as work
+_NOT_WORK = {"aten::as_strided", "aten::slice", "aten::select", "aten::view", "aten::reshape", "aten::_reshape_alias",
+             "aten::expand", "aten::permute", "aten::unsqueeze", "aten::squeeze", "aten::t", "aten::transpose",
+             "aten::alias", "aten::detach", "detach", "aten::detach_", "aten::empty", "aten::empty_strided",
+             "aten::empty_like", "aten::resize_", "aten::as_strided_", "aten::unflatten", "aten::flatten",
+             "aten::split", "aten::chunk", "aten::narrow", "aten::view_as", "aten::contiguous", "aten::to",
+             "aten::lift_fresh", "aten::result_type", "aten::is_nonzero", "aten::item", "aten::_local_scalar_dense"}
+
+
 def measure_one(recipe: str, *, runs: int, threads: int | None, loop: bool, profile: int = 0,
-                channels_last: bool = False, compile: bool = False) -> dict[str, object]:
+                channels_last: bool = False, compile: bool = False, device: str = "cpu", amp: bool = False,
+                attention: str = "auto") -> dict[str, object]:
     import torch
     from torch.utils.data import DataLoader
 
     from derain.archs import create_model
     from derain.data.training import StepBatchSampler
     from derain.losses import get_loss
+    from derain.nn.pairwise import PairwiseSelfAttention
     from derain.train.config import load_config
-    from derain.train.loop import _datasets, init_weights
+    from derain.train.loop import _datasets, full_precision, init_weights
 
     if threads:
         torch.set_num_threads(threads)
@@ -51,14 +70,26 @@ def measure_one(recipe: str, *, runs: int, threads: int | None, loop: bool, prof
     model = create_model(cfg.model.name, **cfg.model.options)
     init_weights(model, cfg.model.init)
     model.train()
+    for module in model.modules():
+        if isinstance(module, PairwiseSelfAttention):
+            module.whole_image_training = {"auto": None, "whole": True, "windows": False}[attention]
+    dev = torch.device(device)
+    amp = amp and dev.type == "cuda"
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as derain train does
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=layout)
+    model = model.to(dev, memory_format=layout)
     if compile:
         from derain.train.loop import compiled
 
-        model = compiled(model, torch.device("cpu"))  # what train.compile=true does
+        model = compiled(model, dev)  # what train.compile=true does
     loss_fn = get_loss(cfg.loss)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
     train_set, _ = _datasets(cfg, 0)
 
     def make_batch(step: int) -> list[torch.Tensor]:
@@ -71,33 +102,41 @@ def measure_one(recipe: str, *, runs: int, threads: int | None, loop: bool, prof
         t0 = time.perf_counter()
         batch = make_batch(i)
         data_times.append(time.perf_counter() - t0)
-    rainy, clean, mask = batch
+    rainy, clean, mask = (t.to(dev) for t in batch)
 
     def one_step(rainy: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor) -> float:
-        out = model(rainy.contiguous(memory_format=layout))
-        loss = loss_fn(out, clean, mask)
+        rainy, clean, mask = (t.to(dev) for t in (rainy, clean, mask))
+        with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=amp):
+            out = model(rainy.contiguous(memory_format=layout))
+        loss = loss_fn(full_precision(out), clean, mask)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return float(loss.detach())
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        return float(loss.detach())  # waits for the step on an accelerator
 
     t0 = time.perf_counter()
     one_step(rainy, clean, mask)  # warm-up (with --compile: the compilation)
     warmup_s = time.perf_counter() - t0
     step_times = []
     for _ in range(runs):
+        sync()
         t0 = time.perf_counter()
         one_step(rainy, clean, mask)
         step_times.append(time.perf_counter() - t0)
     result: dict[str, object] = {"batch": cfg.data.batch, "crop": cfg.data.crop, "workers": cfg.data.workers,
               "step_s": statistics.median(step_times), "step_min_s": min(step_times),
-              "data_s": statistics.median(data_times), "warmup_s": warmup_s}
+              "data_s": statistics.median(data_times), "warmup_s": warmup_s, "device": str(dev), "amp": amp}
+    if dev.type == "cuda":
+        result["peak_gpu_mib"] = torch.cuda.max_memory_allocated(dev) / 2**20
     if profile:
         from torch.profiler import profile as profiler
 
         with profiler() as prof:
             one_step(rainy, clean, mask)
         events = prof.key_averages()
+        result["ops"] = sum(e.count for e in events if e.key.startswith("aten::")
+                            and e.key not in _NOT_WORK)
         total = sum(e.self_cpu_time_total for e in events)
         top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:profile]
         result["profile"] = [{"op": e.key, "share": e.self_cpu_time_total / total, "calls": e.count} for e in top]
@@ -129,18 +168,24 @@ def main() -> None:
                         help="model and batches in channels_last (the training loop itself uses NCHW)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the model (needs a C++ compiler; the first step includes compiling)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default: cpu)")
+    parser.add_argument("--amp", action="store_true", help="float16 autocast as derain train on CUDA (CUDA only)")
+    parser.add_argument("--attention", choices=("auto", "windows", "whole"), default="auto",
+                        help="JDNet's attention form in training (default: whole on an accelerator, else windows)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure_one(args.one, runs=args.runs, threads=args.threads, loop=not args.no_loop,
                                      profile=args.profile, channels_last=args.channels_last,
-                                     compile=args.compile)))
+                                     compile=args.compile, device=args.device, amp=args.amp,
+                                     attention=args.attention)))
         return
 
     import torch
 
     recipes = args.recipes or sorted(p.stem for p in (ROOT / "configs").glob("*.yaml"))
-    print(f"torch {torch.__version__}, {args.threads or torch.get_num_threads()} threads, median of {args.runs} "
+    print(f"torch {torch.__version__}, {args.device}{' (amp)' if args.amp else ''}, "
+          f"{args.threads or torch.get_num_threads()} CPU threads, median of {args.runs} "
           f"{'(channels_last) ' if args.channels_last else ''}"
           "steps; step = forward+backward+Adam on a fixed batch, data = one batch made in-process, "
           "loop = a step through DataLoader with the recipe's workers")
@@ -159,6 +204,7 @@ def main() -> None:
             cmd.append("--channels-last")
         if args.compile:
             cmd.append("--compile")
+        cmd += ["--device", args.device, "--attention", args.attention] + (["--amp"] if args.amp else [])
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             print(f"{name:<14} failed: {proc.stderr.strip().splitlines()[-1:]}")
@@ -170,7 +216,7 @@ def main() -> None:
               f"{r['data_s']:>8.3f} {loop} {r['peak_rss_mib']:>13.0f} {r['warmup_s']:>13.1f}", flush=True)
     for name, r in results.items():
         if "profile" in r:
-            print(f"\n{name}: share of one step's self CPU time (torch.profiler)")
+            print(f"\n{name}: {r['ops']} operators doing work in one step; share of its self CPU time (torch.profiler)")
             for row in r["profile"]:
                 print(f"  {row['op']:<40} {row['share']:>6.1%} {row['calls']:>6} calls")
     if args.json:

@@ -282,6 +282,26 @@ def test_attention_backward_equals_autograd_through_the_windows(shape: tuple[int
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11, msg=name)
 
 
+def test_whole_image_training_form_has_the_windows_gradients() -> None:
+    """Training on an accelerator runs the whole-image form (one-hot footprint convolution, autograd): the same
+    values and gradients as the banded window loop, in float64; chosen automatically off the CPU only."""
+    torch.manual_seed(0)
+    sam = PairwiseSelfAttention(chunk_rows=4).double()
+    for p in sam.parameters():
+        p.data.normal_(0, 0.7)
+    x = torch.randn(2, 32, 11, 9, dtype=torch.float64)
+    sam.reference_backward = True
+    ref_out, ref_grads = _grads(sam, x)
+    sam.reference_backward, sam.whole_image_training = False, True
+    out, grads = _grads(sam, x)
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-12)
+    for (name, _), got, want in zip([("x", None), *sam.named_parameters()], grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11, msg=name)
+    sam.whole_image_training = None
+    assert sam._whole_image_training(torch.empty(1, device="meta"))
+    assert not sam._whole_image_training(torch.empty(1))
+
+
 def test_attention_backward_passes_gradcheck() -> None:
     from derain.nn.pairwise import _PairwiseBand
 

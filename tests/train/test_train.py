@@ -118,11 +118,14 @@ def test_the_loss_sees_float32_outputs_under_mixed_precision() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_amp_training_steps_on_cuda_compute_the_loss_in_float32(tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", ["model.name=prn", "model.name=jdnet"])
+def test_amp_training_steps_on_cuda_compute_the_loss_in_float32(model: str, tmp_path: Path) -> None:
+    """JDNet: its dense fusion's backward under autocast and the whole-image attention chosen on a GPU."""
     from derain.train import distributed
     from derain.train.loop import _Trainer
 
-    cfg = _tiny(None, tmp_path, "model.name=prn", "model.options={channels: 8}", "train.device=cuda")
+    options = "model.options={channels: 8}" if model.endswith("prn") else "model.options={units: 2}"
+    cfg = _tiny(None, tmp_path, model, options, "train.device=cuda")
     trainer = _Trainer(cfg, distributed.Context(0, 1, 0, torch.device("cuda")), fresh=True)
     assert trainer.amp
     batch = (torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32), torch.rand(2, 1, 32, 32))

@@ -180,6 +180,12 @@ class PairwiseSelfAttention(nn.Module):
 
     export_mode: bool = False
     reference_backward: bool = False  # True: plain autograd through the shifted windows (tests, benchmarks)
+    # Training on an accelerator (``None``: whenever gradients are tracked on a non-CPU device) runs the whole-image
+    # form of ``export_mode`` under autograd: about twenty large kernels per attention instead of several per
+    # footprint position (k*k = 49) and per band, which on a GPU are launch-bound (an H200 ran a JDNet training step
+    # in 1.4 s on the window loop, about a quarter of a 2-core CPU's speed). Its memory, k*k times the features,
+    # suits training crops. ``True``/``False`` force it either way (tests compare the two on the CPU).
+    whole_image_training: bool | None = None
 
     def __init__(self, *, in_channels: int = 32, rel_channels: int = 2, out_channels: int = 8,
                  share_channels: int = 8, kernel_size: int = 7, chunk_rows: int | None = None) -> None:
@@ -221,12 +227,15 @@ class PairwiseSelfAttention(nn.Module):
         grid = _traceable_grid if self.export_mode else position_grid
         pe = self.conv_p(grid(height, width, dtype=x.dtype, device=x.device))
         k_pad, v_pad, pe_pad = (F.pad(t, (pad, pad, pad, pad), mode="reflect") for t in (k, v, pe))
-        if self.export_mode:
+        if self.export_mode or (torch.is_grad_enabled() and self._whole_image_training(x)):
             return self._traceable(q, k_pad, v_pad, pe, pe_pad)
         rows = self.band_rows(batch, height, width, training=torch.is_grad_enabled())
         bands = [self._band(q, k_pad, v_pad, pe, pe_pad, r0, min(r0 + rows, height))
                  for r0 in range(0, height, rows)]
         return bands[0] if len(bands) == 1 else torch.cat(bands, dim=2)
+
+    def _whole_image_training(self, x: Tensor) -> bool:
+        return x.device.type != "cpu" if self.whole_image_training is None else self.whole_image_training
 
     def _band(self, q: Tensor, k_pad: Tensor, v_pad: Tensor, pe: Tensor, pe_pad: Tensor, r0: int, r1: int) -> Tensor:
         """Output rows ``r0:r1``: the footprints of those rows live in padded rows ``r0 : r1 + k - 1``.
@@ -268,7 +277,8 @@ class PairwiseSelfAttention(nn.Module):
         return out.view(batch, v_pad.shape[1], span, width)
 
     def _traceable(self, q: Tensor, k_pad: Tensor, v_pad: Tensor, pe: Tensor, pe_pad: Tensor) -> Tensor:
-        """The whole image in one band, written for the ONNX exporter (``export_mode``): same sums as :meth:`_band`.
+        """The whole image in one band, written for the ONNX exporter (``export_mode``) and used for training on
+        accelerators (``whole_image_training``): same sums as :meth:`_band`.
 
         The k*k windows come from one convolution with one-hot kernels (each output channel copies one window: exact,
         every other product is a zero) instead of k*k slices, whose count makes the exporter's graph rewriting slow;
