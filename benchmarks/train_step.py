@@ -16,11 +16,11 @@ For every recipe in ``configs/`` (or those named), in its own subprocess so that
     python benchmarks/train_step.py --recipes jdnet_light --no-loop --device cuda --amp --profile 8  # on a GPU
     python benchmarks/train_step.py --recipes jdnet_light --no-loop --runs 1 --attention windows --profile 5
 
-``ops`` (with ``--profile``) counts the operators one step runs that do work (views and allocations left out): on a
-GPU each is at least one kernel launch, so a step of tens of thousands of small operators is launch-bound there
-whatever the arithmetic. ``--attention`` forces JDNet's attention form (``windows``: the banded k*k window loop,
-``whole``: the whole-image form; default: whole on an accelerator, windows on the CPU). ``--amp`` runs the step as
-``derain train`` does on CUDA (float16 autocast, the loss in float32, gradient scaling).
+``ops`` (with ``--profile``) counts the operators one step runs that do work (innermost calls only; views and
+allocations left out): on a GPU each is at least one kernel launch, so a step of tens of thousands of small
+operators is launch-bound there whatever the arithmetic. ``--attention`` forces JDNet's attention form (``windows``:
+the banded k*k window loop, ``whole``: the whole-image form; default: whole on an accelerator, windows on the CPU).
+``--amp`` runs the step as ``derain train`` does on CUDA (float16 autocast, the loss in float32, gradient scaling).
 """
 
 from __future__ import annotations
@@ -135,8 +135,8 @@ def measure_one(recipe: str, *, runs: int, threads: int | None, loop: bool, prof
         with profiler() as prof:
             one_step(rainy, clean, mask)
         events = prof.key_averages()
-        result["ops"] = sum(e.count for e in events if e.key.startswith("aten::")
-                            and e.key not in _NOT_WORK)
+        result["ops"] = sum(1 for e in prof.events() if e.name.startswith("aten::") and e.name not in _NOT_WORK
+                            and not any(c.name.startswith("aten::") for c in e.cpu_children))  # leaves only
         total = sum(e.self_cpu_time_total for e in events)
         top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:profile]
         result["profile"] = [{"op": e.key, "share": e.self_cpu_time_total / total, "calls": e.count} for e in top]
