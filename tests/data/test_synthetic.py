@@ -120,3 +120,27 @@ def test_styles_table() -> None:
     assert set(STYLES) == {"light", "heavy"}
     assert STYLES["light"].layers == (1, 1) and STYLES["light"].streaks.spread == 0  # one direction per image
     assert STYLES["heavy"].layers[0] >= 2 and STYLES["heavy"].haze[1] > 0
+
+
+def _streak_length(h: int, w: int, scale: float = 1.0) -> float:
+    """Median over 12 draws of vertical texture streaks of mean(layer) / mean(|vertical difference|): grows with
+    the streaks' length."""
+    from derain.data.synthetic import generator, rain_layer
+
+    textures = load_textures(require_shared("data", "rain_streaks", "streaks"))
+    style = RainStyle(layers=(1, 1), angle=0.0, haze=(0.0, 0.0), light=(0.8, 0.8), texture_chance=1.0,
+                      streaks=StreakParams(density=(0.0, 0.0), length=(12, 32), width=(0.0, 0.4), gain=(0.5, 0.5),
+                                           spread=0.0))
+    values = []
+    for k in range(12):
+        layer = rain_layer(h, w, style, generator("length", k), textures, scale)
+        values.append(float(layer.mean() / layer.diff(dim=0).abs().mean()))
+    return sorted(values)[len(values) // 2]
+
+
+def test_texture_streaks_keep_the_photo_scale_in_training_crops() -> None:
+    """A 64x64 training crop holds texture streaks about as long as a whole 481x321 photo's (they were ~4x shorter
+    when every texture was stretched over the image); ``scale`` lengthens them as for a larger photo."""
+    crop, photo = _streak_length(64, 64), _streak_length(321, 481)
+    assert photo / crop < 2.0, (crop, photo)
+    assert _streak_length(64, 64, scale=3.0) > 2.0 * crop

@@ -143,12 +143,22 @@ def _procedural_layer(h: int, w: int, angle: float, p: StreakParams, g: torch.Ge
     return (streak[0, 0] * _uniform(g, *p.gain)).clamp(0, 1)
 
 
-def _texture_layer(h: int, w: int, angle: float, texture: Tensor, p: StreakParams, g: torch.Generator) -> Tensor:
-    """A crop of a streak texture (grey, black background), scaled to cover the image and rotated."""
+def _texture_layer(h: int, w: int, angle: float, texture: Tensor, p: StreakParams, g: torch.Generator,
+                   scale: float = 1.0) -> Tensor:
+    """A window of a streak texture (grey, black background) at the photo's scale, rotated.
+
+    The textures (Garg & Nayar's streaks, 536-600 x 320) are drawn about the size of the training photos (BSDS500,
+    481 x 321): one texture pixel becomes U(1, 1.6) image pixels (times ``scale`` for a photo at a higher
+    resolution), so a 64 x 64 training crop holds a window of streaks as wide and long as a whole photo has.
+    A texture is stretched further only when it could not cover the image otherwise. (Stretching every texture
+    over the whole image, as derain did before, gave 64 x 64 crops streaks 3-4 times thinner and shorter than
+    the photos', and cost a light PRN 1 dB on Rain100L: docs/training.md.)
+    """
     side = math.ceil(math.hypot(h, w))  # covers the image after any rotation
     tex = texture[None, None]
-    scale = max(side / tex.shape[-2], side / tex.shape[-1]) * _uniform(g, 1.0, 1.6)
-    tex = F.interpolate(tex, scale_factor=scale, mode="bilinear", align_corners=False)
+    cover = max(side / tex.shape[-2], side / tex.shape[-1])
+    factor = max(cover, _uniform(g, 1.0, 1.6) * scale)
+    tex = F.interpolate(tex, scale_factor=factor, mode="bilinear", align_corners=False)
     top = int(torch.randint(0, tex.shape[-2] - side + 1, (), generator=g))
     left = int(torch.randint(0, tex.shape[-1] - side + 1, (), generator=g))
     tex = tex[..., top:top + side, left:left + side]
@@ -165,8 +175,8 @@ def _texture_layer(h: int, w: int, angle: float, texture: Tensor, p: StreakParam
 def rain_layer(h: int, w: int, style: RainStyle, g: torch.Generator,
                textures: Sequence[Tensor] = (), scale: float = 1.0) -> Tensor:
     """The streak layer ``(h, w)`` in [0, 1] of one image: the sum of the style's layers, clipped. ``scale``: rain
-    as it looks in a photo ``scale`` times the training images' resolution (textures are stretched over the
-    whole image, so they follow its size by themselves)."""
+    as it looks in a photo ``scale`` times the training images' resolution (procedural and texture streaks alike
+    are drawn in the photo's pixels, whatever the size of the image or crop)."""
     direction = _uniform(g, -style.angle, style.angle)
     count = int(torch.randint(style.layers[0], style.layers[1] + 1, (), generator=g))
     total = torch.zeros(h, w)
@@ -175,7 +185,7 @@ def rain_layer(h: int, w: int, style: RainStyle, g: torch.Generator,
         use_texture = bool(textures) and float(torch.rand((), generator=g)) < style.texture_chance
         if use_texture:
             pick = int(torch.randint(0, len(textures), (), generator=g))
-            total = total + _texture_layer(h, w, angle, textures[pick], style.streaks, g)
+            total = total + _texture_layer(h, w, angle, textures[pick], style.streaks, g, scale)
         else:
             total = total + _procedural_layer(h, w, angle, style.streaks, g, scale)
     return total.clamp(0, 1)
