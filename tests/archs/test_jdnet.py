@@ -211,10 +211,12 @@ def test_inference_path_equals_autograd_path(channels_last: bool) -> None:
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
 
 
-def test_mixed_precision_training_is_as_close_as_the_concatenating_path() -> None:
+@pytest.mark.parametrize("whole_image", [False, True])
+def test_mixed_precision_training_is_as_close_as_the_concatenating_path(whole_image: bool) -> None:
     """Under autocast the dense fusion sees low-precision features and float32 weights, forward and backward (a
     mixed-dtype matrix product used to fail there). Against the float32 result, its values and gradients are as
-    close as those of the official formulation under the same autocast."""
+    close as those of the official formulation under the same autocast; also with the attention's whole-image
+    form (what training on a GPU runs)."""
     import copy
 
     import derain.archs.jdnet as jd
@@ -223,6 +225,9 @@ def test_mixed_precision_training_is_as_close_as_the_concatenating_path() -> Non
     model = JDNet(units=3).train()
     reference = copy.deepcopy(model)
     jd.use_reference(reference)
+    for module in model.modules():
+        if isinstance(module, PairwiseSelfAttention):
+            module.whole_image_training = whole_image
     x = torch.rand(2, 3, 20, 24)
     exact = _grads(reference, x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
