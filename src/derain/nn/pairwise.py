@@ -182,9 +182,9 @@ class PairwiseSelfAttention(nn.Module):
     reference_backward: bool = False  # True: plain autograd through the shifted windows (tests, benchmarks)
     # Training on an accelerator (``None``: whenever gradients are tracked on a non-CPU device) runs the whole-image
     # form of ``export_mode`` under autograd: about twenty large kernels per attention instead of several per
-    # footprint position (k*k = 49) and per band, which on a GPU are launch-bound (an H200 ran a JDNet training step
-    # in 1.4 s on the window loop, about a quarter of a 2-core CPU's speed). Its memory, k*k times the features,
-    # suits training crops. ``True``/``False`` force it either way (tests compare the two on the CPU).
+    # footprint position (k*k = 49) and per band, which on a GPU are launch-bound (an H200 shared by four runs took
+    # 1.4 s per JDNet training step on the window loop, only four times faster than a 2-core CPU). Its memory, k*k
+    # times the features, suits training crops. ``True``/``False`` force it either way (tests compare the two).
     whole_image_training: bool | None = None
 
     def __init__(self, *, in_channels: int = 32, rel_channels: int = 2, out_channels: int = 8,
