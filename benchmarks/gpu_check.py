@@ -45,7 +45,7 @@ def cuda_tests(dry: bool) -> str:
 
 
 def amp_steps(name: str, device: torch.device, steps: int, dry: bool) -> str:
-    from derain.train.loop import _datasets, full_precision, init_weights
+    from derain.train.loop import _datasets, init_weights, optimizer_step
 
     overrides = ["data.crop=32", "data.batch=2", "data.val_count=1"] if dry else []
     cfg = load_config(ROOT / "configs" / f"{name}.yaml", overrides)
@@ -63,14 +63,9 @@ def amp_steps(name: str, device: torch.device, steps: int, dry: bool) -> str:
     for step in range(steps):
         batch = [train[(i % len(train), step * cfg.data.batch + i)] for i in range(cfg.data.batch)]
         rainy, clean, mask = (torch.stack(t).to(device) for t in zip(*batch, strict=True))
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-            out = model(rainy)
-        loss = loss_fn(full_precision(out), clean, mask)  # as derain train: the loss in float32
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        losses.append(float(loss.detach()))
+        loss = optimizer_step(model, rainy, clean, mask, loss_fn=loss_fn, optimizer=opt, scaler=scaler,
+                              amp=device.type == "cuda")  # derain train's step: float16 autocast, loss in float32
+        losses.append(float(loss))
     _sync(device)
     seconds = (time.perf_counter() - t0) / steps
     q = max(1, steps // 4)

@@ -61,7 +61,7 @@ def measure_one(recipe: str, *, runs: int, threads: int | None, loop: bool, prof
     from derain.losses import get_loss
     from derain.nn.pairwise import PairwiseSelfAttention
     from derain.train.config import load_config
-    from derain.train.loop import _datasets, full_precision, init_weights
+    from derain.train.loop import _datasets, init_weights, optimizer_step
 
     if threads:
         torch.set_num_threads(threads)
@@ -106,14 +106,9 @@ def measure_one(recipe: str, *, runs: int, threads: int | None, loop: bool, prof
 
     def one_step(rainy: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor) -> float:
         rainy, clean, mask = (t.to(dev) for t in (rainy, clean, mask))
-        with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=amp):
-            out = model(rainy.contiguous(memory_format=layout))
-        loss = loss_fn(full_precision(out), clean, mask)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        return float(loss.detach())  # waits for the step on an accelerator
+        loss = optimizer_step(model, rainy.contiguous(memory_format=layout), clean, mask, loss_fn=loss_fn,
+                              optimizer=opt, scaler=scaler, amp=amp)  # derain train's step
+        return float(loss)  # waits for the step on an accelerator
 
     t0 = time.perf_counter()
     one_step(rainy, clean, mask)  # warm-up (with --compile: the compilation)

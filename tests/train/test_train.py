@@ -20,7 +20,7 @@ from derain.errors import InputError
 from derain.io import write_image
 from derain.train import fit, load_config
 from derain.train.config import apply_overrides, config_from_dict, save_config
-from derain.train.loop import compiled, cxx_compiler, full_precision
+from derain.train.loop import compiled, cxx_compiler, full_precision, optimizer_step
 from derain.types import DerainOutput
 from tests.conftest import REPO, require_shared
 
@@ -115,6 +115,37 @@ def test_the_loss_sees_float32_outputs_under_mixed_precision() -> None:
     assert {t.dtype for t in (out.image, *out.stages, *out.attention)} == {torch.float32}
     out.image.sum().backward()  # the conversion keeps the graph
     assert half.grad is not None and half.grad.dtype == torch.float16
+
+
+def test_optimizer_step_is_a_plain_step_and_clips_the_gradient_norm() -> None:
+    """The step ``derain train`` and the benchmarks share: on the CPU (no autocast, no scaling) it equals a
+    hand-written step, and ``grad_clip`` bounds the gradient norm the optimizer sees."""
+    from derain.losses import get_loss
+
+    torch.manual_seed(0)
+    batch = (torch.rand(2, 3, 24, 24), torch.rand(2, 3, 24, 24), torch.zeros(2, 1, 24, 24))
+    loss_fn = get_loss("l1")
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    for clip in (None, 1e-3):
+        model, ref = (derain.create_model("prn", channels=8) for _ in range(2))
+        ref.load_state_dict(model.state_dict())
+        sgd, ref_sgd = (torch.optim.SGD(m.parameters(), lr=1.0) for m in (model, ref))
+        before = [p.detach().clone() for p in model.parameters()]
+        loss = optimizer_step(model, *batch, loss_fn=loss_fn, optimizer=sgd, scaler=scaler, amp=False,
+                              grad_clip=clip)
+        ref_loss = loss_fn(ref(batch[0]), batch[1], batch[2])
+        ref_loss.backward()
+        grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in ref.parameters()]))
+        assert not loss.requires_grad and torch.equal(loss, ref_loss.detach())
+        moved = torch.linalg.vector_norm(torch.cat([(p.detach() - b).flatten()
+                                                    for p, b in zip(model.parameters(), before, strict=True)]))
+        if clip is None:
+            ref_sgd.step()
+            assert all(torch.equal(p, q) for p, q in zip(model.parameters(), ref.parameters(), strict=True))
+            torch.testing.assert_close(moved, grad_norm)  # lr 1: the step is the whole gradient
+        else:
+            assert grad_norm > 100 * clip  # so clipping is what bounds the step
+            torch.testing.assert_close(moved, torch.tensor(clip), rtol=1e-3, atol=0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

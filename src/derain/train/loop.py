@@ -268,6 +268,27 @@ def full_precision(out: DerainOutput) -> DerainOutput:
                         tuple(a.float() for a in out.attention))
 
 
+def optimizer_step(net: nn.Module, rainy: Tensor, clean: Tensor, mask: Tensor, *, loss_fn: Any,
+                   optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, amp: bool,
+                   grad_clip: float | None = None) -> Tensor:
+    """One optimizer step as ``derain train`` takes it, on a batch already on the model's device: the forward
+    pass under float16 autocast when ``amp`` (CUDA), the loss in float32 (:func:`full_precision`), the backward
+    pass through ``scaler`` (a no-op scaler when disabled), gradient-norm clipping when ``grad_clip``, the update.
+    The lr schedule is the caller's. Returns the loss, detached (reading it waits for the step on a GPU).
+    ``benchmarks/train_step.py`` and ``benchmarks/gpu_check.py`` time and check this same step."""
+    with torch.autocast(device_type=rainy.device.type, dtype=torch.float16, enabled=amp):
+        out = net(rainy)
+    loss = loss_fn(full_precision(out), clean, mask)  # outside autocast: in float32
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
 class _Trainer:
     """The model and what updates it: one :meth:`step` per batch, and the state a checkpoint holds."""
 
@@ -308,18 +329,10 @@ class _Trainer:
     def step(self, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
         """One optimizer step on ``(rainy, clean, mask)``; returns the loss (detached)."""
         rainy, clean, mask = (t.to(self.device, non_blocking=True) for t in batch)
-        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
-            out = self.net(rainy)
-        loss = self.loss_fn(full_precision(out), clean, mask)  # outside autocast: in float32
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if self.cfg.optim.grad_clip:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        loss = optimizer_step(self.net, rainy, clean, mask, loss_fn=self.loss_fn, optimizer=self.optimizer,
+                              scaler=self.scaler, amp=self.amp, grad_clip=self.cfg.optim.grad_clip)
         self.scheduler.step()
-        return loss.detach()
+        return loss
 
     def save(self, path: Path, *, step: int, seconds: float) -> None:
         """Write the checkpoint (rank 0), with every rank's RNG state (a collective call under DDP)."""
