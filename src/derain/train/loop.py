@@ -43,7 +43,7 @@ from derain.data.training import (
 from derain.errors import InputError
 from derain.inference.restorer import resolve_device
 from derain.io.atomic import atomic_write
-from derain.losses import get_loss
+from derain.losses import LossFn, get_loss
 from derain.metrics import psnr, ssim
 from derain.train import distributed
 from derain.train.config import Config, config_from_dict, resolve_path, save_config, to_dict
@@ -268,7 +268,7 @@ def full_precision(out: DerainOutput) -> DerainOutput:
                         tuple(a.float() for a in out.attention))
 
 
-def optimizer_step(net: nn.Module, rainy: Tensor, clean: Tensor, mask: Tensor, *, loss_fn: Any,
+def optimizer_step(net: nn.Module, rainy: Tensor, clean: Tensor, mask: Tensor, *, loss_fn: LossFn,
                    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, amp: bool,
                    grad_clip: float | None = None) -> Tensor:
     """One optimizer step as ``derain train`` takes it, on a batch already on the model's device: the forward
