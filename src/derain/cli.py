@@ -6,6 +6,7 @@ non-zero exit code, never a traceback.
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -275,7 +276,7 @@ def train_command(
     time_limit: Annotated[float | None, typer.Option(
         min=1, help="Stop (with a checkpoint) after this many seconds; resume later.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
-) -> None:
+) -> int | None:
     """Train a model (one process, or every process of torchrun --nproc_per_node=N -m derain train ...)."""
     from derain.train import fit, load_config, load_run_config, to_dict
     from derain.train.config import apply_overrides, config_from_dict
@@ -304,8 +305,11 @@ def train_command(
         typer.echo(f"trained {cfg.model.name} for {result.step} steps in {result.seconds:.0f} s: "
                    f"{out / 'weights.safetensors'} (validation {result.val_psnr:.2f} dB, SSIM {result.val_ssim:.4f})")
     else:
-        typer.echo(f"stopped at step {result.step} of {cfg.train.steps}; continue with: "
-                   f"derain train --resume {out}")
+        typer.echo(f"{'' if result.signal is None else result.signal + ': '}stopped at step {result.step} of "
+                   f"{cfg.train.steps}, checkpoint saved; continue with: derain train --resume {out}")
+        if result.signal is not None:
+            return 128 + int(getattr(signal, result.signal))  # the shell's code for "ended by that signal"
+    return None
 
 
 @app.command("build-dataset")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -18,7 +20,7 @@ import derain
 from derain.cli import main
 from derain.errors import InputError
 from derain.io import write_image
-from derain.train import fit, load_config
+from derain.train import fit, load_config, loop
 from derain.train.config import apply_overrides, config_from_dict, save_config
 from derain.train.loop import compiled, cxx_compiler, full_precision, optimizer_step
 from derain.types import DerainOutput
@@ -192,6 +194,58 @@ def test_resume_is_bit_exact(clean_folder: Path, tmp_path: Path) -> None:
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     steps = [r["step"] for r in csv.DictReader((tmp_path / "resumed" / "log.csv").open()) if r["loss"]]
     assert steps == ["1", "2", "3", "4", "5", "6"]
+
+
+def _checkpoint_step(run: Path) -> int:
+    return int(torch.load(run / "checkpoint.pt", weights_only=True)["step"])
+
+
+def _signal_at_step(monkeypatch: pytest.MonkeyPatch, sig: signal.Signals, *steps: int) -> None:
+    """Deliver ``sig`` to this process during the given training steps (counted from 1 in this call)."""
+    real, calls = loop.optimizer_step, []
+
+    def step_then_signal(*args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append(1)
+        loss = real(*args, **kwargs)
+        if len(calls) in steps:
+            signal.raise_signal(sig)
+        return loss
+
+    monkeypatch.setattr(loop, "optimizer_step", step_then_signal)
+
+
+def test_ctrl_c_or_sigterm_stops_cleanly_with_a_checkpoint(clean_folder: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _tiny(None, clean_folder, "model.name=prn", "model.options={channels: 8}", "train.steps=6",
+                "data.style=mixed")
+    fit(cfg, tmp_path / "straight", progress=False)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    _signal_at_step(monkeypatch, signal.SIGINT, 2)
+    stopped = fit(cfg, tmp_path / "run", progress=False)
+    assert (stopped.step, stopped.finished, stopped.signal) == (2, False, "SIGINT")
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before  # handlers given back
+    assert not (tmp_path / "run" / "weights.safetensors").exists() and _checkpoint_step(tmp_path / "run") == 2
+    saved = derain.load(str(tmp_path / "run" / "checkpoint.pt"), device="cpu").model.state_dict()
+    assert all(torch.equal(saved[k], v) for k, v in stopped.model.state_dict().items())
+    # the CLI: a SIGTERM (kill, a scheduler) stops the resumed run too; exit code 128 + 15, how to continue
+    _signal_at_step(monkeypatch, signal.SIGTERM, 1)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "run"), "--quiet"]) == 128 + signal.SIGTERM
+    assert f"SIGTERM: stopped at step 3 of 6, checkpoint saved; continue with: derain train --resume " \
+           f"{tmp_path / 'run'}" in capsys.readouterr().out
+    # a second Ctrl-C does not wait for the step to end, and the command line says so without a traceback
+    _signal_at_step(monkeypatch, signal.SIGINT, 1)
+    monkeypatch.setattr(loop, "validate", lambda *a: signal.raise_signal(signal.SIGINT) or (0.0, 0.0))
+    assert main(["train", "--resume", str(tmp_path / "run"), "--quiet"]) == 130
+    assert "SIGINT: stopping after this step" in capsys.readouterr().err
+    assert _checkpoint_step(tmp_path / "run") == 3  # the step-4 checkpoint was never written
+    monkeypatch.undo()
+    # and the run still ends exactly as one that was never stopped
+    assert main(["train", "--resume", str(tmp_path / "run"), "--quiet"]) == 0
+    a = load_file(str(tmp_path / "straight" / "weights.safetensors"))
+    b = load_file(str(tmp_path / "run" / "weights.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_a_jdnet_training_checkpoint_reads_as_rgb(clean_folder: Path, tmp_path: Path) -> None:

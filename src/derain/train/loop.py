@@ -6,7 +6,9 @@ when the run ends, ``weights.safetensors`` (loadable by ``derain.load``) and ``s
 
 Resuming continues exactly: data samples are keyed by their global position in the run
 (:class:`derain.data.training.StepBatchSampler`), so a run stopped at any checkpoint and resumed ends with the
-same weights, bit for bit on the CPU, as one that never stopped.
+same weights, bit for bit on the CPU, as one that never stopped. Ctrl-C or SIGTERM (``kill``, a scheduler
+taking the machine back) stops a run the same clean way: the step in progress ends, the checkpoint is written,
+and ``fit`` returns; a second Ctrl-C interrupts at once.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ import csv
 import json
 import math
 import random
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -67,6 +72,40 @@ class FitResult:
     val_ssim: float | None
     model: nn.Module
     main: bool = True       # False in every torchrun process but rank 0
+    signal: str | None = None  # "SIGINT" or "SIGTERM" when a signal stopped the run (cleanly, with a checkpoint)
+
+
+class _StopOnSignal:
+    """While training: the first SIGINT or SIGTERM asks the loop to stop after the step in progress (which then
+    writes its checkpoint); a second one interrupts at once. Only the main thread can take signals; elsewhere
+    (a notebook's worker thread) signals keep their usual meaning."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is not None:
+            self._restore()
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+        print(f"\n{self.received}: stopping after this step, with a checkpoint (again: stop at once, losing the "
+              "steps since the last checkpoint)", file=sys.stderr, flush=True)
+
+    def _restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()
 
 
 def init_weights(model: nn.Module, kind: str) -> None:
@@ -432,42 +471,45 @@ def fit(cfg: Config, out: str | Path, *, resume: bool = False, stop_after: int |
     t_mark, step_mark = t0, step
     val_psnr = val_ssim = None
     finished = step >= cfg.train.steps
-    try:
-        for batch in loader:
-            loss = trainer.step(batch)
-            step += 1
-            finished = step >= cfg.train.steps
-            stopping = finished or (stop_after is not None and step - start_step >= stop_after)
-            if time_limit is not None and not stopping:  # every rank must agree, or DDP would hang
-                stopping = distributed.any_true(ctx, time.perf_counter() - t0 >= time_limit)
+    with _StopOnSignal() as stop:
+        try:
+            for batch in loader:
+                loss = trainer.step(batch)
+                step += 1
+                finished = step >= cfg.train.steps
+                stopping = finished or (stop_after is not None and step - start_step >= stop_after)
+                if not stopping:  # every rank must agree, or DDP would hang
+                    timed_out = time_limit is not None and time.perf_counter() - t0 >= time_limit
+                    stopping = distributed.any_true(ctx, timed_out or stop.received is not None)
 
-            row: dict[str, Any] = {}
-            if step % cfg.train.log_every == 0 or stopping:
-                loss_value = distributed.mean(ctx, float(loss))
-                now = time.perf_counter()
-                rate = (step - step_mark) * cfg.data.batch * ctx.world / max(now - t_mark, 1e-9)
-                t_mark, step_mark = now, step
-                row = {"step": step, "loss": f"{loss_value:.6f}", "lr": f"{trainer.scheduler.get_last_lr()[0]:.3g}",
-                       "seconds": f"{elapsed + now - t0:.1f}", "samples_per_s": f"{rate:.2f}"}
-            if (step % cfg.train.val_every == 0 or finished) and ctx.main:
-                val_psnr, val_ssim = validate(trainer.model, val_pairs, ctx.device)
-                row.update({"step": step, "val_psnr": f"{val_psnr:.4f}", "val_ssim": f"{val_ssim:.5f}"})
-            log.write(row)
-            if "loss" in row:
-                extra = f" val {val_psnr:.2f} dB" if val_psnr is not None else ""
-                log.bar.update(step, float(row["loss"]), float(row["samples_per_s"]), extra)
-            if step % cfg.train.ckpt_every == 0 or stopping:
-                trainer.save(out / CHECKPOINT, step=step, seconds=elapsed + time.perf_counter() - t0)
-            if stopping:
-                break
-        seconds = elapsed + time.perf_counter() - t0
-        if finished:
-            _finish(cfg, out, trainer, step=step, seconds=seconds, val=(val_psnr, val_ssim))
-        distributed.barrier(ctx)
-    finally:
-        log.close()
-        distributed.teardown(ctx)
-    return FitResult(out, step, finished, seconds, val_psnr, val_ssim, trainer.model, ctx.main)
+                row: dict[str, Any] = {}
+                if step % cfg.train.log_every == 0 or stopping:
+                    loss_value = distributed.mean(ctx, float(loss))
+                    now = time.perf_counter()
+                    rate = (step - step_mark) * cfg.data.batch * ctx.world / max(now - t_mark, 1e-9)
+                    t_mark, step_mark = now, step
+                    row = {"step": step, "loss": f"{loss_value:.6f}", "lr": f"{trainer.scheduler.get_last_lr()[0]:.3g}",
+                           "seconds": f"{elapsed + now - t0:.1f}", "samples_per_s": f"{rate:.2f}"}
+                if (step % cfg.train.val_every == 0 or finished) and ctx.main:
+                    val_psnr, val_ssim = validate(trainer.model, val_pairs, ctx.device)
+                    row.update({"step": step, "val_psnr": f"{val_psnr:.4f}", "val_ssim": f"{val_ssim:.5f}"})
+                log.write(row)
+                if "loss" in row:
+                    extra = f" val {val_psnr:.2f} dB" if val_psnr is not None else ""
+                    log.bar.update(step, float(row["loss"]), float(row["samples_per_s"]), extra)
+                if step % cfg.train.ckpt_every == 0 or stopping:
+                    trainer.save(out / CHECKPOINT, step=step, seconds=elapsed + time.perf_counter() - t0)
+                if stopping:
+                    break
+            seconds = elapsed + time.perf_counter() - t0
+            if finished:
+                _finish(cfg, out, trainer, step=step, seconds=seconds, val=(val_psnr, val_ssim))
+            distributed.barrier(ctx)
+        finally:
+            log.close()
+            distributed.teardown(ctx)
+    return FitResult(out, step, finished, seconds, val_psnr, val_ssim, trainer.model, ctx.main,
+                     None if finished else stop.received)
 
 
 def load_run_config(out: str | Path) -> Config:
