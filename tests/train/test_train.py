@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +248,58 @@ def test_ctrl_c_or_sigterm_stops_cleanly_with_a_checkpoint(clean_folder: Path, t
     a = load_file(str(tmp_path / "straight" / "weights.safetensors"))
     b = load_file(str(tmp_path / "run" / "weights.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _log_steps(run: Path) -> list[int]:
+    with (run / "log.csv").open() as f:
+        return [int(r["step"]) for r in csv.DictReader(f)]
+
+
+def _train_until_logged(args: list[str], run: Path, steps: int) -> subprocess.Popen[str]:
+    """``derain train ARGS`` in a process group of its own (as a terminal or a scheduler runs it), once it has
+    logged ``steps`` steps."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "derain", "train", *args, "--quiet"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while not ((run / "log.csv").exists() and len([s for s in _log_steps(run) if s > 0]) >= steps):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"training did not log {steps} steps: {proc.communicate()}")
+        time.sleep(0.2)
+    return proc
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_whole_process_group_stops_cleanly(clean_folder: Path, tmp_path: Path,
+                                                           sig: signal.Signals) -> None:
+    """``pkill -f "derain train"``, a scheduler's SIGTERM or Ctrl-C in a terminal reach the data workers too:
+    the run must still stop after its step with a checkpoint, not crash because a worker died."""
+    cfg = _tiny(None, clean_folder, "model.name=prn", "model.options={channels: 8}", "train.steps=100000",
+                "data.workers=1", "train.val_every=1000")
+    save_config(cfg, tmp_path / "tiny.yaml")
+    run = tmp_path / "run"
+    proc = _train_until_logged([str(tmp_path / "tiny.yaml"), "-o", str(run)], run, 3)
+    os.killpg(proc.pid, sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, (out, err)
+    assert "Traceback" not in err and "worker" not in err.lower(), err
+    stopped = int(re.search(rf"{sig.name}: stopped at step (\d+) of 100000, checkpoint saved", out)[1])
+    assert _checkpoint_step(run) == stopped and not (run / "weights.safetensors").exists()
+    # the log ends at the checkpoint: a resumed run continues it without gaps or repeats
+    assert _log_steps(run) == list(range(1, stopped + 1))
+
+
+def test_a_resumed_run_drops_log_rows_past_its_checkpoint(clean_folder: Path, tmp_path: Path) -> None:
+    """A run killed hard (SIGKILL, a power cut) has logged steps after its last checkpoint; they are run
+    again on resume, and the log keeps each step once."""
+    cfg = _tiny(None, clean_folder, "model.name=prn", "model.options={channels: 8}", "train.steps=8",
+                "train.ckpt_every=3", "train.val_every=100")
+    fit(cfg, tmp_path / "run", stop_after=5, progress=False)  # checkpoint at 5 (the stop), log to 5
+    with (tmp_path / "run" / "log.csv").open("a", newline="") as f:  # as if steps 6 and 7 ran, then a SIGKILL
+        f.write("6,-0.5,0.0005,1.0,1.0,,\n7,-0.5,0.0005,1.0,1.0,,\n")
+    fit(cfg, tmp_path / "run", resume=True, progress=False)
+    assert _log_steps(tmp_path / "run") == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
 def test_a_jdnet_training_checkpoint_reads_as_rgb(clean_folder: Path, tmp_path: Path) -> None:

@@ -108,6 +108,15 @@ class _StopOnSignal:
         self._restore()
 
 
+def _worker_ignores_stop_signals(worker_id: int) -> None:
+    """A data worker leaves SIGINT and SIGTERM to the training process: Ctrl-C in a terminal and ``pkill -f``
+    signal the whole process group, and a worker that died of it would crash the step in progress instead of
+    letting :class:`_StopOnSignal` end it with a checkpoint. The training process still ends its workers (they
+    also exit by themselves within seconds once it is gone; SIGKILL ends them at once)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def init_weights(model: nn.Module, kind: str) -> None:
     """``normal``: convolution weights ~ N(0, 0.02) and zero biases (pix2pix ``init_weights``, SIAN)."""
     if kind == "default":
@@ -388,6 +397,20 @@ class _Trainer:
                 torch.save(payload, tmp)
 
 
+def _drop_rows_after(path: Path, step: int) -> None:
+    """Resuming at ``step``: a run that was killed hard had logged steps after its last checkpoint, which are
+    about to run again; drop their rows so that the log holds each step once."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    kept = [r for r in rows if r.get("step", "").isdigit() and int(r["step"]) <= step]
+    if len(kept) == len(rows):
+        return
+    with atomic_write(path) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(kept)
+
+
 class _RunLog:
     """``log.csv``, TensorBoard (when installed) and the progress display; only rank 0 writes."""
 
@@ -398,6 +421,8 @@ class _RunLog:
         if enabled:
             path = out / "log.csv"
             append = append and path.exists()
+            if append:
+                _drop_rows_after(path, step)
             self.file = open(path, "a" if append else "w", newline="")  # noqa: SIM115 (closed in close())
             self.writer = csv.DictWriter(self.file, fieldnames=LOG_FIELDS)
             if not append:
@@ -463,7 +488,8 @@ def fit(cfg: Config, out: str | Path, *, resume: bool = False, stop_after: int |
     sampler = StepBatchSampler(len(train_set), batch=cfg.data.batch, steps=cfg.train.steps, start=step,
                                seed=cfg.train.seed, rank=ctx.rank, world=ctx.world)
     loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.data.workers,
-                        pin_memory=ctx.device.type == "cuda")
+                        pin_memory=ctx.device.type == "cuda",
+                        worker_init_fn=_worker_ignores_stop_signals if cfg.data.workers else None)
     log = _RunLog(out, total=cfg.train.steps, step=step, append=state is not None, enabled=ctx.main,
                   progress=progress)
 
