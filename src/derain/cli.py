@@ -304,6 +304,9 @@ def train_command(
     if result.finished:
         typer.echo(f"trained {cfg.model.name} for {result.step} steps in {result.seconds:.0f} s: "
                    f"{out / 'weights.safetensors'} (validation {result.val_psnr:.2f} dB, SSIM {result.val_ssim:.4f})")
+        if result.best is not None and result.best[0] != result.step:
+            typer.echo(f"best on validation: {out / 'best.safetensors'} (step {result.best[0]}, "
+                       f"{result.best[1]:.2f} dB)")
     else:
         typer.echo(f"{'' if result.signal is None else result.signal + ': '}stopped at step {result.step} of "
                    f"{cfg.train.steps}, checkpoint saved; continue with: derain train --resume {out}")

@@ -302,6 +302,33 @@ def test_a_resumed_run_drops_log_rows_past_its_checkpoint(clean_folder: Path, tm
     assert _log_steps(tmp_path / "run") == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
+def test_best_weights_follow_validation_across_a_resume(clean_folder: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """best.safetensors holds the weights of the validation with the highest PSNR so far; a resumed run
+    remembers that best (in the checkpoint), so a lower validation after the resume does not replace it."""
+    from safetensors import safe_open
+
+    scores = iter([30.0, 32.0, 31.0])  # validations at steps 2, 4 and 6
+    monkeypatch.setattr(loop, "validate", lambda *args: (next(scores), 0.9))
+    cfg = _tiny(None, clean_folder, "model.name=prn", "model.options={channels: 8}", "train.steps=6")
+    run = tmp_path / "run"
+    fit(cfg, run, stop_after=4, progress=False)
+    at_step_4 = torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert f"best on validation: {run / 'best.safetensors'} (step 4, 32.00 dB)" in capsys.readouterr().out
+    with safe_open(str(run / "best.safetensors"), "pt") as f:
+        meta = f.metadata()
+        assert (meta["derain.steps"], meta["derain.val_psnr"]) == ("4", "32.0000")
+        assert all(torch.equal(f.get_tensor(k), v) for k, v in at_step_4.items())
+    assert not torch.equal(load_file(str(run / "weights.safetensors"))["conv0.0.weight"], at_step_4["conv0.0.weight"])
+    assert derain.load(str(run / "best.safetensors"), device="cpu").weights.model == "prn"
+    (run / "checkpoint.pt").unlink()
+    (run / "weights.safetensors").unlink()
+    with pytest.raises(InputError, match="already holds a training run"):  # best.safetensors alone marks a run
+        fit(cfg, run, progress=False)
+
+
 def test_a_jdnet_training_checkpoint_reads_as_rgb(clean_folder: Path, tmp_path: Path) -> None:
     """JDNet's official weights are BGR and a key layout alone says JDNet: a checkpoint of ours says RGB."""
     cfg = _tiny(REPO / "configs" / "jdnet_light.yaml", clean_folder, "train.steps=1")

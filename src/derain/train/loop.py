@@ -1,8 +1,9 @@
 """``fit()``: the one training loop, with checkpoint/resume, validation, logging and DDP.
 
 A run folder holds ``config.yaml`` (the resolved config), ``log.csv`` (and TensorBoard events when
-``tensorboard`` is installed), ``checkpoint.pt`` (model, optimizer, scheduler, scaler, step and RNG states) and,
-when the run ends, ``weights.safetensors`` (loadable by ``derain.load``) and ``summary.json``.
+``tensorboard`` is installed), ``checkpoint.pt`` (model, optimizer, scheduler, scaler, step and RNG states),
+``best.safetensors`` (the weights at the validation with the highest PSNR so far, loadable by ``derain.load``) and,
+when the run ends, ``weights.safetensors`` (the last weights) and ``summary.json``.
 
 Resuming continues exactly: data samples are keyed by their global position in the run
 (:class:`derain.data.training.StepBatchSampler`), so a run stopped at any checkpoint and resumed ends with the
@@ -57,6 +58,7 @@ from derain.weights.store import load_weights, write_weights
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "weights.safetensors"
+BEST = "best.safetensors"
 LOG_FIELDS = ("step", "loss", "lr", "seconds", "samples_per_s", "val_psnr", "val_ssim")
 RUNTIME_KEYS = {"data.workers", "train.threads", "train.device", "train.amp", "train.compile", "train.log_every",
                 "train.val_every", "train.ckpt_every"}  # may differ when resuming
@@ -73,6 +75,7 @@ class FitResult:
     model: nn.Module
     main: bool = True       # False in every torchrun process but rank 0
     signal: str | None = None  # "SIGINT" or "SIGTERM" when a signal stopped the run (cleanly, with a checkpoint)
+    best: tuple[int, float] | None = None  # (step, validation PSNR) of best.safetensors, the best validation so far
 
 
 class _StopOnSignal:
@@ -265,7 +268,7 @@ def _open_run(cfg: Config, out: Path, resume: bool) -> dict[str, Any] | None:
     """The checkpoint to resume from (``None``: a new run), after checking the folder and the config."""
     checkpoint_path = out / CHECKPOINT
     if not resume:
-        if checkpoint_path.exists() or (out / WEIGHTS).exists():
+        if any((out / name).exists() for name in (CHECKPOINT, WEIGHTS, BEST)):
             raise InputError(f"{out}: already holds a training run; pass --resume to continue it, or choose a new "
                              "output folder")
         return None
@@ -364,15 +367,18 @@ class _Trainer:
             torch.backends.cudnn.benchmark = True  # training crops are one size: let cuDNN pick its fastest kernels
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 
-    def restore(self, state: dict[str, Any]) -> tuple[int, float]:
-        """Load a checkpoint's states; returns ``(step, seconds trained so far)``."""
+    def restore(self, state: dict[str, Any]) -> tuple[int, float, float | None]:
+        """Load a checkpoint's states; returns ``(step, seconds trained so far, (step, PSNR) of the best validation
+        so far)`` (the last is None for a checkpoint written before ``best.safetensors`` existed)."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         rank = self.ctx.rank
         _set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
-        return int(state["step"]), float(state.get("seconds", 0.0))
+        best = state.get("best_val")
+        return int(state["step"]), float(state.get("seconds", 0.0)), None if best is None else (int(best[0]),
+                                                                                                float(best[1]))
 
     def step(self, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
         """One optimizer step on ``(rainy, clean, mask)``; returns the loss (detached)."""
@@ -382,7 +388,14 @@ class _Trainer:
         self.scheduler.step()
         return loss
 
-    def save(self, path: Path, *, step: int, seconds: float) -> None:
+    def write_weights(self, path: Path, *, step: int, **extra: str) -> None:
+        """The model's weights as a file ``derain.load`` reads (rank 0), with the step and the run's config."""
+        if self.ctx.main:
+            write_weights(path, model=self.cfg.model.name, options=dict(self.cfg.model.options),
+                          state_dict=self.model.state_dict(),
+                          extra={"steps": str(step), "config": json.dumps(to_dict(self.cfg), sort_keys=True), **extra})
+
+    def save(self, path: Path, *, step: int, seconds: float, best_val: tuple[int, float] | None) -> None:
         """Write the checkpoint (rank 0), with every rank's RNG state (a collective call under DDP)."""
         rng = [_rng_state()]
         if self.ctx.distributed:
@@ -392,7 +405,8 @@ class _Trainer:
         if self.ctx.main:
             payload = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                        "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "step": step,
-                       "seconds": seconds, "rng": rng, "config": to_dict(self.cfg)}
+                       "seconds": seconds, "rng": rng, "config": to_dict(self.cfg),
+                       "best_val": None if best_val is None else list(best_val)}
             with atomic_write(path) as tmp:
                 torch.save(payload, tmp)
 
@@ -454,9 +468,7 @@ def _finish(cfg: Config, out: Path, trainer: _Trainer, *, step: int, seconds: fl
     spread = distributed.max_difference(trainer.ctx, trainer.model)
     if not trainer.ctx.main:
         return
-    write_weights(out / WEIGHTS, model=cfg.model.name, options=dict(cfg.model.options),
-                  state_dict=trainer.model.state_dict(),
-                  extra={"steps": str(step), "config": json.dumps(to_dict(cfg), sort_keys=True)})
+    trainer.write_weights(out / WEIGHTS, step=step)
     summary = {"model": cfg.model.name, "family": get_family(cfg.model.name).name, "steps": step,
                "seconds": seconds, "processes": trainer.ctx.world, "device": str(trainer.device),
                "val_psnr": val[0], "val_ssim": val[1], "ranks_max_parameter_difference": spread}
@@ -479,7 +491,7 @@ def fit(cfg: Config, out: str | Path, *, resume: bool = False, stop_after: int |
         torch.set_num_threads(cfg.train.threads)
     _seed_everything(cfg.train.seed)
     trainer = _Trainer(cfg, ctx, fresh=state is None)
-    step, elapsed = trainer.restore(state) if state is not None else (0, 0.0)
+    step, elapsed, best = trainer.restore(state) if state is not None else (0, 0.0, None)
 
     train_set, val_pairs = _datasets(cfg, cfg.train.seed)
     if ctx.main:
@@ -519,12 +531,17 @@ def fit(cfg: Config, out: str | Path, *, resume: bool = False, stop_after: int |
                 if (step % cfg.train.val_every == 0 or finished) and ctx.main:
                     val_psnr, val_ssim = validate(trainer.model, val_pairs, ctx.device)
                     row.update({"step": step, "val_psnr": f"{val_psnr:.4f}", "val_ssim": f"{val_ssim:.5f}"})
+                    if not math.isnan(val_psnr) and (best is None or val_psnr > best[1]):
+                        best = (step, val_psnr)
+                        trainer.write_weights(out / BEST, step=step, val_psnr=f"{val_psnr:.4f}",
+                                              val_ssim=f"{val_ssim:.5f}")
                 log.write(row)
                 if "loss" in row:
                     extra = f" val {val_psnr:.2f} dB" if val_psnr is not None else ""
                     log.bar.update(step, float(row["loss"]), float(row["samples_per_s"]), extra)
                 if step % cfg.train.ckpt_every == 0 or stopping:
-                    trainer.save(out / CHECKPOINT, step=step, seconds=elapsed + time.perf_counter() - t0)
+                    trainer.save(out / CHECKPOINT, step=step, seconds=elapsed + time.perf_counter() - t0,
+                                 best_val=best)
                 if stopping:
                     break
             seconds = elapsed + time.perf_counter() - t0
@@ -535,7 +552,7 @@ def fit(cfg: Config, out: str | Path, *, resume: bool = False, stop_after: int |
             log.close()
             distributed.teardown(ctx)
     return FitResult(out, step, finished, seconds, val_psnr, val_ssim, trainer.model, ctx.main,
-                     None if finished else stop.received)
+                     None if finished else stop.received, best)
 
 
 def load_run_config(out: str | Path) -> Config:
