@@ -502,6 +502,22 @@ def test_failed_write_leaves_no_temp_file_and_keeps_old_file(tmp_path: Path, mon
     assert torch.equal(read_image(old).image, torch.zeros(1, 3, 2, 2))
 
 
+def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    """Every file derain writes is readable as any new file is (0o666 less the umask), also weights, which
+    safetensors on its own writes private (0o600)."""
+    import torch
+
+    from derain.weights.store import write_weights
+
+    old = os.umask(0o022)
+    try:
+        write_image(tmp_path / "a.png", torch.zeros(1, 3, 4, 4))
+        write_weights(tmp_path / "w.safetensors", model="prn", options={}, state_dict={"x": torch.zeros(2)})
+    finally:
+        os.umask(old)
+    assert [oct(p.stat().st_mode & 0o777) for p in (tmp_path / "a.png", tmp_path / "w.safetensors")] == ["0o644"] * 2
+
+
 def test_file_created_during_write_is_not_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "a.png"
     real_encode = _png.encode

@@ -88,8 +88,11 @@ def atomic_write(path: PathLike, *, overwrite: bool = True, protect: Iterable[Pa
     except OSError as exc:
         raise InputError(f"{path}: cannot create the folder {path.parent} ({exc.strerror or exc})") from exc
     tmp = temp_path(path, suffix)
+    mode = tmp.stat().st_mode & 0o777  # what a new file gets here (0o666 less the umask)
     try:
         yield tmp
+        if tmp.stat().st_mode & 0o777 != mode:  # a writer that made its own private file (safetensors: 0o600)
+            tmp.chmod(mode)
         commit(tmp, path, overwrite=overwrite)
     finally:
         tmp.unlink(missing_ok=True)
