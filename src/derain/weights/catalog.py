@@ -133,6 +133,11 @@ _RECORDS: tuple[WeightRecord, ...] = (
            "rain100L/matlab-y@every20": (31.329, 0.9465), "rain100H/matlab-y@every20": (15.470, 0.5280)},
           "the paper's JDNet and recipe on a 3,000-step CPU schedule: a snapshot at step 1,950 (past the first lr "
           "step at 1,800; the run continues); float16 file; see its model card"),
+    _ours("derain.jdnet_heavy", "jdnet", "ca97cb31e8b26023ac85a1cd02e876c164cd2098eead77a668f381b3b2ebec89",
+          "configs/jdnet_heavy_cpu.yaml", _BSDS + " (heavy rain)",
+          {"rain100H/matlab-y": (22.503, 0.7472), "rain100H/matlab-y@every20": (22.752, 0.7580)},
+          "the paper's JDNet and recipe on a short CPU schedule, warm-started from derain.jdnet_light: 650 steps "
+          "(lr steps at 390 and 520); float16 file; see its model card"),
     _spanet(),
     _sian("rain100l", "ab3894696b6c17c7a901ad4096dc4cdfaac835a00447ec64553df809ee143956", 2057017, _L,
           {"rain100L/matlab-y": (38.823, 0.9839)}),
