@@ -367,7 +367,7 @@ class _Trainer:
             torch.backends.cudnn.benchmark = True  # training crops are one size: let cuDNN pick its fastest kernels
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 
-    def restore(self, state: dict[str, Any]) -> tuple[int, float, float | None]:
+    def restore(self, state: dict[str, Any]) -> tuple[int, float, tuple[int, float] | None]:
         """Load a checkpoint's states; returns ``(step, seconds trained so far, (step, PSNR) of the best validation
         so far)`` (the last is None for a checkpoint written before ``best.safetensors`` existed)."""
         self.model.load_state_dict(state["model"])
