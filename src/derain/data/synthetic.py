@@ -63,16 +63,18 @@ class RainStyle:
 # Calibrated to the set-level statistics of the real benchmark inputs (mean added brightness, share of pixels
 # lifted by more than 0.05, per-image quantiles of the added layer; docs/training.md), never to single images:
 # Rain100L's rain covers about twice the area of the first light style at a lower peak; Rain100H's is a dense,
-# fairly even layer of dim streaks over a mild veil rather than bright streaks over a strong haze.
+# fairly even layer of dim streaks over at most a faint veil rather than bright streaks over a strong haze
+# (recalibrated on 2026-12-02 to the added layer's median and 90th percentile too: denser, dimmer streaks, haze
+# (0, 0.08); until then density (0.0035, 0.006), gain (0.2, 0.3), haze (0.05, 0.15)).
 STYLES: dict[str, RainStyle] = {
     "light": RainStyle(layers=(1, 1), angle=25.0,
                        streaks=StreakParams(density=(0.003, 0.009), length=(12, 32), width=(0.0, 0.4),
                                             gain=(0.22, 0.5), spread=0.0),
                        haze=(0.0, 0.0), light=(0.8, 0.9), texture_chance=0.3),
     "heavy": RainStyle(layers=(3, 3), angle=20.0,
-                       streaks=StreakParams(density=(0.0035, 0.006), length=(20, 45), width=(0.4, 1.0),
-                                            gain=(0.2, 0.3), spread=12.0),
-                       haze=(0.05, 0.15), light=(0.75, 0.95), texture_chance=0.3),
+                       streaks=StreakParams(density=(0.0055, 0.0095), length=(20, 45), width=(0.4, 1.0),
+                                            gain=(0.15, 0.21), spread=12.0),
+                       haze=(0.0, 0.08), light=(0.75, 0.95), texture_chance=0.3),
 }
 
 
