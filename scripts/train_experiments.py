@@ -132,7 +132,7 @@ VARIANTS: dict[str, Variant] = {
     "heavy_nohaze": Variant("heavy rain only (recalibrated, no haze), -SSIM", style="heavy", heavy=HEAVY_NOHAZE),
     # Fine-tuning derain.default's heavy network as it was at commit 3845df9 further by its own recipe
     # (configs/default_heavy.yaml): on the heavy rain it was trained on (HEAVY_CAL: the control) and on the
-    # twice-recalibrated rain (HEAVY_CAL2, derain's `heavy` style since; this run became derain.default's heavy
+    # twice-recalibrated rain (HEAVY_CAL2, derain's `heavy` style since; stage 3 of derain.default's heavy
     # network). That file first: git show 3845df9:src/derain/assets/weights/derain.default.safetensors > PREVIOUS
     "default_heavy_more": Variant("derain.default:heavy fine-tuned further on its own heavy rain, L1 + (1 - SSIM)",
                                   style="heavy", heavy=HEAVY_CAL, loss="l1_ssim", config="default_heavy.yaml",
@@ -140,7 +140,8 @@ VARIANTS: dict[str, Variant] = {
     "default_heavy_cal2": Variant("derain.default:heavy fine-tuned on heavy rain recalibrated again, L1 + (1 - SSIM)",
                                   style="heavy", heavy=HEAVY_CAL2, loss="l1_ssim", config="default_heavy.yaml",
                                   overrides=(f"model.weights={PREVIOUS}:heavy",)),
-    # ... and the result of default_heavy_cal2 (2,000 steps) for 1,000 more on that rain without the veil
+    # ... and the result of default_heavy_cal2 (2,000 steps) for 1,000 more on that rain without the veil: stage 4,
+    # derain.default's heavy network since 2026-12-02
     "default_heavy_cal2_nohaze": Variant("default_heavy_cal2 fine-tuned further on it without haze, L1 + (1 - SSIM)",
                                          style="heavy", heavy=HEAVY_CAL2_NOHAZE, loss="l1_ssim",
                                          config="default_heavy.yaml",
