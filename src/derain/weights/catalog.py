@@ -122,8 +122,7 @@ _RECORDS: tuple[WeightRecord, ...] = (
            "rain100L/matlab-y@every20": (33.593, 0.9556), "rain100H/matlab-y@every20": (25.437, 0.8076)},
           "two PRNs (light and heavy rain) fine-tuned from the first mixed PRN, 2,000 steps for the light one and "
           "5,000 for the heavy one (the last 3,000 on heavy rain recalibrated again, 1,000 of them without its veil), "
-          "each image routed by a "
-          "classifier fitted on synthetic rain; see its model card"),
+          "each image routed by a classifier fitted on synthetic rain; see its model card"),
     _ours("derain.prn_mixed", "prn", "cd61b8e2d1b6983b63a4551f1a3c424ec6dcc44e0c7a85147f99b30748b0bca3",
           "configs/default.yaml", _BSDS + " (light and heavy mixed, the first styles)",
           {"rain100L/matlab-y": (28.310, 0.9364), "rain100H/matlab-y": (18.644, 0.5924),
