@@ -284,3 +284,20 @@ def test_weights_and_data_commands(hub, capsys: pytest.CaptureFixture) -> None:
     assert "real_rain_large" in capsys.readouterr().out
     assert cli(["data", "fetch", "nonsense"]) == 1
     assert "unknown data set 'nonsense'" in capsys.readouterr().err
+
+
+def test_generalization_sets_come_by_name_through_the_hub(hub, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cli(["data", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in ("nturain_a1", "heavy_rain_haze", "spa_sample"))
+    fetched = _eval_json(["--weights", "spanet.real", "--data", "nturain_a1", "--limit", "1"], tmp_path / "hub.json")
+    folder = hub.cache / "data" / "nturain_a1"
+    assert (folder / ".complete").is_file() and len(list((folder / "norain").iterdir())) == 42
+    assert hub.downloads() == 84  # the whole set (42 pairs), no weights: spanet.real is bundled
+    monkeypatch.setenv("DERAIN_SHARED", str(require_shared()))  # the same set from the local mirror
+    local = _eval_json(["--weights", "spanet.real", "--data", "nturain_a1", "--limit", "1"], tmp_path / "local.json")
+    assert [r["name"] for r in fetched] == [r["name"] for r in local] == ["001.jpg"]
+    assert [r["psnr"] for r in fetched] == [r["psnr"] for r in local]
+    for name in ("nturain_a1", "heavy_rain_haze", "spa_sample"):
+        assert sets.verify_set(sets.SETS[name]) == []  # the shipped manifest matches the mirror's files

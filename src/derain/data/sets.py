@@ -56,6 +56,12 @@ class Entry:
 SETS: dict[str, DataSet] = {s.name: s for s in (
     DataSet("rain100L", "paired", "Rain100L test set: 100 light-rain pairs, 480x320 (rain/, norain/)"),
     DataSet("rain100H", "paired", "Rain100H test set: 100 heavy-rain pairs, 481x321 (rain/, norain/)"),
+    DataSet("nturain_a1", "paired", "NTURain clip a1: 42 frames of a real video with rain rendered by Adobe After "
+            "Effects, 640x480 JPEG (rain/, norain/)"),
+    DataSet("heavy_rain_haze", "paired", "Heavy rain with accumulation haze (Li et al. 2019, Test1 s80 a04): 4 pairs, "
+            "720x480 (rain/, norain/)"),
+    DataSet("spa_sample", "paired", "2 real-rain pairs of SPA-Data (SPANet's real test set; clean image from the "
+            "video by SPANet's method), 512x512: a check, not a statistic"),
     DataSet("bsds500", "clean", "BSDS500: 500 clean photos for synthetic rain; used by name, the 91 that are "
             "Rain100L/H ground truths are left out", images="clean", exclude="bsds500.exclude.tsv"),
     DataSet("rain_streaks", "textures", "104 rain-streak textures (Garg & Nayar 2006), for synthetic rain",
