@@ -19,7 +19,6 @@ import derain
 from derain import archs
 from derain.cli import main
 from derain.io import read_image
-from derain.weights import convert
 from derain.weights.store import write_weights
 from tests.conftest import REPO
 
@@ -48,11 +47,6 @@ def toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.setitem(archs.FAMILIES, "toy", module.FAMILY)
     for name, entry in archs._table({"toy": module.FAMILY}).items():
         monkeypatch.setitem(archs.MODELS, name, entry)
-    # step 3: the detector, as written on the page (the function; the page's dict line is elided with ...)
-    detector_code = _python_blocks()[2].split("\n\n\n_DETECTORS")[0]
-    namespace = {"StateDict": convert.StateDict, "Detected": convert.Detected}
-    exec(detector_code, namespace)  # our own documentation's code
-    monkeypatch.setitem(convert._DETECTORS, "toy", ("Toy (body.0...)", namespace["_detect_toy"]))
     yield module
     sys.modules.pop("toy_from_docs", None)
 
@@ -128,3 +122,6 @@ def test_toy_official_checkpoint_is_detected(toy: ModuleType, tmp_path: Path) ->
         loaded = derain.weights.load_weights(plain)
         assert (loaded.model, dict(loaded.options)) == (name, options)
         loaded.build()
+    # a file no family recognises: the error lists the toy's layout beside the built-in ones
+    with pytest.raises(derain.WeightsError, match=r"known layouts: .*jdnet \(enterBlock.*; toy \(body\.0\.\.\.\)"):
+        derain.weights.detect({"encoder.weight": torch.zeros(1)})

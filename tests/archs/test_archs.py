@@ -3,6 +3,8 @@ parameter count; the registry rejects unknown names and bad options."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -95,10 +97,13 @@ def test_unknown_architecture_is_refused_never_guessed() -> None:
         get_family("toy")
 
 
-def test_every_family_has_a_checkpoint_detector() -> None:
-    from derain.weights.convert import _DETECTORS
-
-    assert set(_DETECTORS) == set(FAMILIES)
+def test_a_detector_comes_with_its_layout() -> None:
+    base = FAMILIES["sian"]
+    with pytest.raises(ValueError, match="detector and its layout go together"):
+        dataclasses.replace(base, layout="")
+    with pytest.raises(ValueError, match="detector and its layout go together"):
+        dataclasses.replace(base, detect=None)
+    assert dataclasses.replace(base, detect=None, layout="").detect is None  # a family without official files
 
 
 def test_list_models_matches_registry() -> None:

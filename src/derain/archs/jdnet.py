@@ -21,11 +21,14 @@ below that, here such inputs are replicate-padded to 4 inside the model and crop
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from derain.archs.spec import Family, Preset
+from derain.archs.spec import Detected, Family, Preset, StateDict
+from derain.errors import WeightsError
 from derain.nn.dense import DenseBuffer, dense_fuse
 from derain.nn.pairwise import PairwiseSelfAttention
 from derain.types import DerainOutput
@@ -256,6 +259,31 @@ _SUMMARIES = {
     "jdnet_r2": "JDNet ablation R2: scale aggregation + SC conv",
 }
 
+
+def _detect(sd: StateDict) -> Detected | None:
+    """JDNet's official layout: which ablation, and its width, units and scales."""
+    w = sd.get("enterBlock.0.weight")
+    if w is None or "exitBlock.0.weight" not in sd:
+        return None
+    units = len({k.split(".")[2] for k in sd if k.startswith("derain_net.units.")})
+    scales = len({k.split(".")[4] for k in sd if k.startswith("derain_net.units.0.res_list.")})
+    attention = "derain_net.units.0.san.conv.weight" in sd
+    calibrated = "derain_net.units.0.scn.conv3.weight" in sd
+    name = "jdnet" if attention else ("jdnet_r2" if calibrated else "jdnet_r1")
+    if attention and not calibrated:
+        raise WeightsError("JDNet-layout checkpoint with self-attention but without the self-calibrated convolution "
+                           "(no derain_net.units.0.scn.*): no JDNet variant has that combination")
+    options: dict[str, Any] = {}
+    if int(w.shape[0]) != 32:
+        options["channels"] = int(w.shape[0])
+    if units != 32:
+        options["units"] = units
+    if scales != 4:
+        options["scales"] = scales
+    # JDNet's official code reads images with cv2 and never converts them: BGR.
+    return Detected(name, options, channel_order="bgr")
+
+
 FAMILY = Family(
     name="jdnet",
     presets=tuple(Preset(name, JDNet, options, _SUMMARIES[name]) for name, options in PRESETS.items()),
@@ -263,4 +291,5 @@ FAMILY = Family(
     overlap=128, bytes_per_pixel=5500.0, align=16,
     small={"units": 2},  # the attention needs channels in multiples of 32
     export_form=_export_form,
+    detect=_detect, layout="enterBlock.0..., derain_net.units...",
 )

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from derain.archs.spec import Family, Preset
+from derain.archs.spec import Detected, Family, Preset, StateDict
 from derain.types import DerainOutput
 
 
@@ -232,6 +232,26 @@ _SUMMARIES = {
     "prenet_real": "PReNet Generator_lstm (4 stages, real)",
 }
 
+
+def _detect(sd: StateDict) -> Detected | None:
+    """The PReNet family's official layout: which of its nine variants, and its width."""
+    w = sd.get("conv0.0.weight")
+    if w is None or "conv.0.weight" not in sd or w.ndim != 4:
+        return None
+    channels = int(w.shape[0])
+    options = {"channels": channels} if channels != 32 else {}
+    recursive = "res_conv2.0.weight" not in sd
+    if int(w.shape[1]) == 3:
+        return Detected("prenet_x", options)
+    if "conv_z.0.weight" in sd:
+        return Detected("prenet_gru", options)
+    if "conv_i.0.weight" in sd:
+        # PReNet, the no-residual LSTM ablations and Generator_lstm share one key set; a file not in the
+        # catalog is taken as the main model (the catalog's sha256 lookup names the others).
+        return Detected("prenet_r" if recursive else "prenet", options)
+    return Detected("prn_r" if recursive else "prn", options)
+
+
 FAMILY = Family(
     name="prenet",
     presets=(*(Preset(name, PReNet, options, _SUMMARIES[name]) for name, options in PRESETS.items()),
@@ -240,4 +260,5 @@ FAMILY = Family(
     overlap=64, bytes_per_pixel=2200.0,  # tiled = untiled within 2/255 at a 64-pixel overlap
     small={"stages": 2, "channels": 8},
     export_form=_export_form,
+    detect=_detect, layout="conv0.0..., conv.0...",
 )

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from derain.archs.spec import Family, Preset
+from derain.archs.spec import Detected, Family, Preset, StateDict
 from derain.types import DerainOutput, Placement
 
 _BASE_SIGMA = 1.6
@@ -267,10 +267,28 @@ class SIAN(nn.Module):
         return max(full_h, need), max(full_w, need), top, left
 
 
+def _detect(sd: StateDict) -> Detected | None:
+    """SIAN's official layout: channels, scales and DoG layers from the shapes."""
+    w = sd.get("body.tran_conv.weight")
+    if w is None:
+        return None
+    scales = len({k.split(".")[2] for k in sd if k.startswith("body.scale_conv.")})
+    dog = sd.get("body.scale_conv.0.conv_m.0.weight")
+    options: dict[str, Any] = {}
+    if int(w.shape[0]) != 32:
+        options["channels"] = int(w.shape[0])
+    if scales != 3:
+        options["scales"] = scales
+    if dog is not None and int(dog.shape[1]) // int(w.shape[0]) + 1 != 6:
+        options["gaussian_layers"] = int(dog.shape[1]) // int(w.shape[0]) + 1
+    return Detected("sian", options)
+
+
 FAMILY = Family(
     name="sian",
     presets=(Preset("sian", SIAN, {}, "SIAN (ACM MM 2020): 6 shared stages, DoG attention, ConvLSTM per scale"),),
     # With a 96-pixel overlap tiled outputs equal the untiled ones within 2/255 (windows are told where they sit).
     overlap=96, bytes_per_pixel=3500.0, align=4,  # pools by 2 and 4
     small={"stages": 2, "channels": 8},
+    detect=_detect, layout="body.tran_conv...",
 )

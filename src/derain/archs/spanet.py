@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from derain.archs.spec import Family, Preset
+from derain.archs.spec import Detected, Family, Preset, StateDict
 from derain.nn.irnn import IRNN, Method
 from derain.types import DerainOutput
 
@@ -159,6 +159,16 @@ def _export_form(model: nn.Module) -> None:
             module.method = method
 
 
+def _detect(sd: StateDict) -> Detected | None:
+    """SPANet's official layout (BGR, as its code reads images with cv2)."""
+    w = sd.get("conv_in.0.weight")
+    if w is None or "SAM1.irnn1.up_weight.weight" not in sd:
+        return None
+    channels = int(w.shape[0])
+    # The official weights were trained on cv2 (BGR) images, as every SPANet-layout file from its code.
+    return Detected("spanet", {"channels": channels} if channels != 32 else {}, channel_order="bgr")
+
+
 FAMILY = Family(
     name="spanet",
     presets=(Preset("spanet", SPANet, {}, "SPANet (CVPR 2019): spatial attentive module, four-directional IRNN"),),
@@ -166,4 +176,5 @@ FAMILY = Family(
     overlap=128, bytes_per_pixel=2600.0,
     small={"channels": 8},
     export_form=_export_form,
+    detect=_detect, layout="conv_in.0..., SAM1.irnn1...",
 )
