@@ -2,7 +2,8 @@
 
 Images are float NCHW tensors. :func:`psnr` and :func:`ssim` are plain differentiable functions (``ssim``
 keeps the input dtype, so training losses can use it in float32); :func:`measure` applies one named protocol
-from :data:`PROTOCOLS` exactly as an official repository scores its results (``specs/eval.md``), in float64.
+from :data:`PROTOCOLS` exactly as an official repository scores its results (each protocol's description
+says which repository and how; the documentation's evaluation page explains why they differ), in float64.
 """
 
 from __future__ import annotations
@@ -211,7 +212,7 @@ def ssim(
 
 @dataclass(frozen=True)
 class Protocol:
-    """How one official repository turns (output, target) into PSNR/SSIM; see ``specs/eval.md``."""
+    """How one official repository turns (output, target) into PSNR/SSIM: channels, 8-bit conversion, SSIM window."""
 
     description: str
     y_channel: bool

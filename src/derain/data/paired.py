@@ -1,4 +1,4 @@
-"""Paired rainy/clean datasets in the folder layouts of the official repositories (see specs/eval.md).
+"""Paired rainy/clean datasets in the folder layouts of the official repositories (listed below).
 
 Layouts:
 
