@@ -162,6 +162,9 @@ def run_command(
                                             "481x321 run as they are), 1 (always as they are), or N: the model "
                                             "sees the image shrunk N times and the rain it finds is removed at "
                                             "full resolution.")] = "auto",
+    strength: Annotated[float, typer.Option(help="Share of the rain removed, 0 to 1: 1 (default) is the model's "
+                                                 "output, 0 leaves the image exactly as it is, 0.5 removes half "
+                                                 "the rain layer.")] = 1.0,
 ) -> None:
     """Derain images: files, folders (mirrored), globs. torchrun --nproc_per_node=N -m derain run ... splits them."""
 
@@ -183,7 +186,8 @@ def run_command(
     if half:
         restorer = restorer.to(torch.float16)
     options = RunOptions(format=fmt, quality=quality, tile=tile, overlap=overlap, save_stages=save_stages,
-                         save_attention=save_attention, compare=compare, overwrite=overwrite, scale=working)
+                         save_attention=save_attention, compare=compare, overwrite=overwrite, scale=working,
+                         strength=strength)
 
     def report(name: str, reason: str) -> None:
         typer.echo(f"derain: failed: {name}: {reason}", err=True)

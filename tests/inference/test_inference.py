@@ -299,3 +299,36 @@ def test_torchrun_splits_the_files(tiny_weights: Path, tmp_path: Path) -> None:
     lines = sorted(line for line in proc.stdout.splitlines() if line.startswith("[rank"))
     assert len(lines) == 2 and "3 done" in lines[0] and "2 done" in lines[1]  # none twice, none left out
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"img{k}.png" for k in range(5)]
+
+
+def test_strength_zero_returns_the_input_exactly_and_between_is_a_blend(restorer: derain.Restorer,
+                                                                          tiny_weights: Path, tmp_path: Path) -> None:
+    from derain.cli import main
+
+    rng = np.random.default_rng(3)
+    x = torch.rand(1, 3, 21, 34)
+    full = restorer(x)
+    assert not torch.equal(full, x)  # the model changes the image, so the blends below say something
+    assert torch.equal(restorer(x, strength=0), x) and torch.equal(restorer(x, strength=1.0), full)
+    half = restorer(x, strength=0.5)
+    assert torch.allclose(half, (x + full) / 2, atol=1e-6)
+    quarter = restorer(x, strength=0.25)
+    assert torch.allclose(quarter - x, 0.25 * (full - x), atol=1e-6)
+    rgba16 = (rng.random((21, 34, 4)) * 65535).astype(np.uint16)
+    assert np.array_equal(restorer(rgba16, strength=0), rgba16)
+    for bad in (-0.1, 1.5, float("nan"), "a lot"):
+        with pytest.raises(derain.InputError, match="strength must be"):
+            restorer(x, strength=bad)
+
+    src = tmp_path / "x.png"
+    write_image(src, read_image(derain.sample_paths()[0]).image[..., :40, :56])
+    for strength in ("0", "0.5", "1"):
+        assert main(["run", str(src), "-o", str(tmp_path / f"s{strength}.png"), "-w", str(tiny_weights),
+                     "--device", "cpu", "--strength", strength]) == 0
+    with Image.open(src) as a, Image.open(tmp_path / "s0.png") as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))  # the input's pixels, exactly
+    rain, mid, out = (read_image(tmp_path / f).image for f in ("x.png", "s0.5.png", "s1.png"))
+    assert (mid - (rain + out) / 2).abs().max() <= 1 / 255 + 1e-6  # half the rain layer, up to 8-bit rounding
+    assert main(["run", str(src), "-o", str(tmp_path / "bad.png"), "-w", str(tiny_weights),
+                 "--strength", "2"]) == 1
+    assert not (tmp_path / "bad.png").exists()

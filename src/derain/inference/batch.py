@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from derain.errors import DerainError, InputError
-from derain.inference.restorer import Restorer
+from derain.inference.restorer import Restorer, blend, check_strength
 from derain.inference.scale import Scale, resolve_scale
 from derain.io import IMAGE_EXTENSIONS, list_images, read_image, write_image
 from derain.io.video import VIDEO_EXTENSIONS, VideoWriter, frames, probe
@@ -43,6 +43,10 @@ class RunOptions:
     compare: bool = False            # also write NAME_compare.EXT: input and output side by side
     overwrite: bool = False
     scale: Scale = "auto"            # working scale (derain.inference.scale); a video's is chosen once per clip
+    strength: float = 1.0            # share of the rain layer removed (Restorer.__call__): 0 keeps the input
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "strength", check_strength(self.strength))  # frozen: set once, checked
 
 
 @dataclass
@@ -114,7 +118,8 @@ def _extras(target: Path, tag: str) -> Path:
 
 def derain_video(restorer: Restorer, src: str | os.PathLike[str], dst: str | os.PathLike[str], *, batch: int = 4,
                  tile: int | None = None, overlap: int | None = None, overwrite: bool = False,
-                 progress: Callable[[int, int | None], None] | None = None, scale: Scale = "auto") -> int:
+                 progress: Callable[[int, int | None], None] | None = None, scale: Scale = "auto",
+                 strength: float = 1.0) -> int:
     """Derain every frame of ``src`` into ``dst``: same frame rate, size and frame count; audio copied.
     Frames go through the model ``batch`` at a time, all at one working scale (``auto``: chosen from the first
     frame, so it cannot change from frame to frame). Returns the number of frames written."""
@@ -131,7 +136,8 @@ def derain_video(restorer: Restorer, src: str | os.PathLike[str], dst: str | os.
             if pending:
                 if not chosen:
                     chosen.append(resolve_scale(scale, pending[0]))
-                for frame in restorer(torch.cat(pending), tile=tile, overlap=overlap, scale=chosen[0]):
+                for frame in restorer(torch.cat(pending), tile=tile, overlap=overlap, scale=chosen[0],
+                                      strength=strength):
                     writer.write(frame)
                 pending.clear()
                 if progress:
@@ -149,7 +155,7 @@ def _process(restorer: Restorer, src: Path, target: Path, options: RunOptions, p
              frame_progress: Callable[[int, int | None], None] | None = None) -> None:
     if src.suffix.lower() in VIDEO_EXTENSIONS:
         derain_video(restorer, src, target, tile=options.tile, overlap=options.overlap, overwrite=options.overwrite,
-                     progress=frame_progress, scale=options.scale)
+                     progress=frame_progress, scale=options.scale, strength=options.strength)
         return
     loaded = read_image(src)
     image = loaded.image
@@ -164,8 +170,8 @@ def _process(restorer: Restorer, src: Path, target: Path, options: RunOptions, p
     # Stages and attention maps come from one whole-image forward; untiled, that forward gives the image too.
     fits = extras and restorer.auto_tile(image.shape[-2], image.shape[-1]) is None
     result = restorer.run(image) if fits else None
-    out = (result.image.clamp(0, 1) if result is not None and options.tile is None
-           else restorer(image, tile=options.tile, overlap=options.overlap, scale=scale))
+    out = (blend(image, result.image.clamp(0, 1), options.strength) if result is not None and options.tile is None
+           else restorer(image, tile=options.tile, overlap=options.overlap, scale=scale, strength=options.strength))
     write_image(target, out, alpha=alpha, bit_depth=bit_depth, quality=options.quality,
                 overwrite=options.overwrite, protect=protect)
     if options.compare:

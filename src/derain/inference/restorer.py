@@ -145,8 +145,11 @@ class Restorer:
                          placed=self.accepts_placement).clamp(0, 1).to(x.dtype)
 
     def __call__(self, x: Any, *, tile: int | None = None, overlap: int | None = None,
-                 scale: Scale = "auto") -> Any:
+                 scale: Scale = "auto", strength: float = 1.0) -> Any:
         """The clean image, clamped to [0, 1], in the input's own kind (tensor, PIL image or NumPy array).
+
+        strength: the share of the rain layer the model finds that is removed (0 to 1; :func:`blend`): 1 (default)
+        is the model's output, 0 returns the input exactly (the model is not run), 0.5 removes half the rain.
 
         scale: run the model on the image shrunk ``scale`` times and subtract the rain it finds, brought back to
         full resolution (:mod:`derain.inference.scale`); ``"auto"`` (default) picks it from the image's size, so
@@ -155,19 +158,45 @@ class Restorer:
         (default: the model's measured receptive field). Without ``tile``, images too large for the free memory are
         tiled anyway.
         """
+        strength = check_strength(strength)
         if isinstance(x, Tensor):
             batched = x.ndim != 3
             t = check_image(x if batched else x[None])
-            out = self._image(t, tile, overlap, scale)
+            out = blend(t, self._image(t, tile, overlap, scale) if strength else t, strength)
             return out if batched else out[0]
         if isinstance(x, Image.Image):
-            return _to_pil(self(_from_pil(x), tile=tile, overlap=overlap, scale=scale), x)
+            return _to_pil(self(_from_pil(x), tile=tile, overlap=overlap, scale=scale, strength=strength), x)
         if isinstance(x, np.ndarray):
+            if not strength:
+                _split_array(x)  # the same checks as a real run
+                return x.copy()
             colour, alpha, grey = _split_array(x)
-            out = self._image(colour, tile, overlap, scale)
+            out = blend(colour, self._image(colour, tile, overlap, scale), strength)
             return _join_array(out, alpha, grey, x.dtype)
         raise InputError(f"cannot derain a {type(x).__name__}; pass a float tensor (N, 3, H, W) in [0, 1], "
                          "a PIL image or a NumPy array (H, W[, C]) of uint8, uint16 or floats in [0, 1]")
+
+
+def check_strength(strength: float) -> float:
+    """``strength`` as a float in [0, 1], or an :class:`InputError` saying what it must be."""
+    try:
+        value = float(strength)
+    except (TypeError, ValueError):
+        raise InputError(f"strength must be a number from 0 to 1, got {strength!r}") from None
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise InputError(f"strength must be from 0 (leave the image as it is) to 1 (remove all the rain found), "
+                         f"got {strength!r}")
+    return value
+
+
+def blend(rainy: Tensor, derained: Tensor, strength: float) -> Tensor:
+    """Remove ``strength`` of the rain layer ``rainy - derained``: ``rainy - strength * (rainy - derained)``.
+    0 gives ``rainy`` exactly, 1 gives ``derained``; in between, a linear blend (what photo tools call strength)."""
+    if strength == 1.0:
+        return derained
+    if strength == 0.0:
+        return rainy.clone()
+    return (rainy + strength * (derained - rainy)).clamp(0, 1)
 
 
 def _free_memory(device: torch.device) -> float:
