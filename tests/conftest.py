@@ -241,3 +241,29 @@ def frames_folder(folder: Path, frames: list[torch.Tensor]) -> Path:
     for k, f in enumerate(frames):
         write_image(folder / f"f{k:03d}.png", f)
     return folder
+
+
+def phone_video(path: Path, upright: list[torch.Tensor], *, rotation: int = -90, fps: int = 24) -> Path:
+    """A video as a phone writes it: the ``upright`` frames ((1, 3, H, W) in [0, 1]) stored turned a quarter turn
+    the other way, with a display rotation of ``rotation`` degrees (counter-clockwise, FFmpeg's and PyAV's sign:
+    -90 is a phone's portrait clip, which players turn clockwise). The stored frames are made with NumPy's rot90
+    (counter-clockwise for k > 0), independently of derain's own turning code; near-lossless H.264 (4:4:4, crf 0).
+    PyAV 18 writes the display matrix itself (``VideoStream.set_display_rotation``)."""
+    from fractions import Fraction
+
+    import numpy as np
+
+    av = pytest.importorskip("av", reason="video tests need PyAV (pip install 'derain[video]')")
+    stored = [np.rot90((f[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), -rotation // 90)
+              for f in upright]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=Fraction(fps))
+        stream.height, stream.width = stored[0].shape[:2]
+        stream.pix_fmt, stream.options = "yuv444p", {"crf": "0"}
+        stream.set_display_rotation(rotation)
+        for img in stored:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path

@@ -140,3 +140,18 @@ def test_patches_for_training(tmp_path: Path) -> None:
     porch = Source("porch", frames_folder(tmp_path / "porch", synthetic_video("normal", 4)))
     with pytest.raises(InputError, match="patches of 100x100 do not fit frames of 80x64"):
         build_sequence(porch, tmp_path / "ds2", frames=3, patch=100)
+
+
+def test_build_dataset_reads_a_phone_video_upright(tmp_path: Path) -> None:
+    from tests.conftest import phone_video
+
+    upright = synthetic_video("normal", 24)  # a 64x80 static scene in rain, as the person filming saw it
+    clip = phone_video(tmp_path / "porch.mp4", upright, rotation=-90)  # stored 80x64, turned by players
+    out = tmp_path / "ds"
+    assert main(["build-dataset", str(clip), "-o", str(out), "--frames", "20"]) == 0
+    assert read_json(out / "manifest.json")["porch"]["status"] == "built"
+    clean = read_image(out / "porch" / "clean.png").image
+    assert clean.shape == (1, 3, 64, 80)  # upright, not the stored 80x64
+    assert float(psnr(clean, video_background()[None], data_range=1.0)) > 35
+    rain = sorted((out / "porch" / "rain").iterdir())
+    assert len(rain) == 20 and read_image(rain[0]).image.shape == (1, 3, 64, 80)

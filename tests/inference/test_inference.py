@@ -332,3 +332,47 @@ def test_strength_zero_returns_the_input_exactly_and_between_is_a_blend(restorer
     assert main(["run", str(src), "-o", str(tmp_path / "bad.png"), "-w", str(tiny_weights),
                  "--strength", "2"]) == 1
     assert not (tmp_path / "bad.png").exists()
+
+
+def _portrait_scene(t: int = 0) -> torch.Tensor:
+    """A 48x32 (portrait) frame that shows which way is up: a red band along the top, a blue one down the left."""
+    x = torch.full((1, 3, 48, 32), 0.5)
+    x[:, :, :8] = torch.tensor([0.9, 0.1, 0.1])[:, None, None]
+    x[:, :, 8:, :6] = torch.tensor([0.1, 0.1, 0.9])[:, None, None]
+    x[:, 1, 20:28, 12:20] = 0.2 + 0.05 * (t % 4)
+    return x
+
+
+@pytest.mark.parametrize("rotation", [-90, 180])
+def test_phone_videos_reach_the_model_upright_and_play_as_the_input(tiny_weights: Path, tmp_path: Path,
+                                                                     rotation: int) -> None:
+    from derain.cli import main
+    from derain.io.video import frames, probe
+    from tests.conftest import phone_video
+
+    scenes = [_portrait_scene(t) for t in range(6)]
+    clip = phone_video(tmp_path / "phone.mp4", scenes, rotation=rotation)
+    info = probe(clip)
+    assert info.rotation == rotation and info.upright_size == (32, 48)
+    upright = list(frames(clip))
+    assert all(f.shape == (1, 3, 48, 32) and (f - s).abs().mean() < 0.02 for f, s in zip(upright, scenes, strict=True))
+    assert next(frames(clip, upright=False)).shape[-2:] == ((32, 48) if rotation == -90 else (48, 32))
+
+    seen: list[tuple[int, ...]] = []
+    restorer = derain.load(tiny_weights, device="cpu")
+    hook = restorer.model.register_forward_hook(lambda _m, args, _o: seen.append(tuple(args[0].shape[-2:])))
+    try:
+        from derain.inference.batch import derain_video
+
+        assert derain_video(restorer, clip, tmp_path / "clean.mp4") == 6
+    finally:
+        hook.remove()
+    assert seen and set(seen) == {(48, 32)}  # the model saw the scene upright
+    out = probe(tmp_path / "clean.mp4")
+    assert (out.rotation, out.width, out.height) == (rotation, info.width, info.height)  # the input's geometry
+
+    # strength 0 leaves every frame as it was: the output, turned as players turn it, is the input scene
+    assert main(["run", str(clip), "-o", str(tmp_path / "same.mp4"), "-w", str(tiny_weights), "--device", "cpu",
+                 "--strength", "0"]) == 0
+    again = list(frames(tmp_path / "same.mp4"))
+    assert len(again) == 6 and all((a - s).abs().mean() < 0.03 for a, s in zip(again, scenes, strict=True))

@@ -22,7 +22,7 @@ from derain.errors import DerainError, InputError
 from derain.inference.restorer import Restorer, blend, check_strength
 from derain.inference.scale import Scale, resolve_scale
 from derain.io import IMAGE_EXTENSIONS, list_images, read_image, write_image
-from derain.io.video import VIDEO_EXTENSIONS, VideoWriter, frames, probe
+from derain.io.video import VIDEO_EXTENSIONS, VideoWriter, frames, probe, turn
 
 _GLOB_CHARS = set("*?[")
 
@@ -122,13 +122,15 @@ def derain_video(restorer: Restorer, src: str | os.PathLike[str], dst: str | os.
                  strength: float = 1.0) -> int:
     """Derain every frame of ``src`` into ``dst``: same frame rate, size and frame count; audio copied.
     Frames go through the model ``batch`` at a time, all at one working scale (``auto``: chosen from the first
-    frame, so it cannot change from frame to frame). Returns the number of frames written."""
+    frame, so it cannot change from frame to frame), and upright: a phone video's display rotation is applied
+    before the model (rain falls down the image) and written back with the output, which plays as the input
+    does. Returns the number of frames written."""
     src, dst = Path(src), Path(dst)
     if dst.resolve() == src.resolve():
         raise InputError(f"{dst}: refusing to write over the input video; choose another output path")
     info = probe(src)
     pending: list[torch.Tensor] = []
-    with VideoWriter(dst, fps=info.fps, width=info.width, height=info.height,
+    with VideoWriter(dst, fps=info.fps, width=info.width, height=info.height, rotation=info.rotation,
                      audio_from=src if info.audio_streams else None, overwrite=overwrite) as writer:
         chosen: list[int] = []
 
@@ -138,7 +140,7 @@ def derain_video(restorer: Restorer, src: str | os.PathLike[str], dst: str | os.
                     chosen.append(resolve_scale(scale, pending[0]))
                 for frame in restorer(torch.cat(pending), tile=tile, overlap=overlap, scale=chosen[0],
                                       strength=strength):
-                    writer.write(frame)
+                    writer.write(turn(frame, -info.rotation))  # back to the stored geometry
                 pending.clear()
                 if progress:
                     progress(writer.count, info.frames)

@@ -3,6 +3,12 @@
 Frames come out in derain's convention (float32 ``(1, 3, H, W)`` RGB in [0, 1]). :class:`VideoWriter` writes
 H.264 (libx264, ``yuv420p`` for even sizes, ``yuv444p`` otherwise) at the source's frame rate, into a temporary
 file that replaces the target only when complete, and can copy the source's audio streams unchanged.
+
+Phones store a portrait video as landscape frames plus a rotation in the container (the display matrix), which
+players apply. :func:`frames` applies it too (``upright=True``), so a model sees the rain falling down the image
+as the person filming saw it, not sideways; :func:`probe` reports it (``rotation``), and :class:`VideoWriter`
+writes it back (``rotation=``), so an output written in the input's stored geometry plays as the input does.
+Only quarter turns are supported (all a phone writes); a mirrored display matrix is read as its rotation alone.
 """
 
 from __future__ import annotations
@@ -42,6 +48,12 @@ class VideoInfo:
     frames: int | None      # as the container states it (None when unknown)
     audio_streams: int
     codec: str
+    rotation: int = 0       # degrees counter-clockwise that players turn the stored frames (0, 90, 180, -90)
+
+    @property
+    def upright_size(self) -> tuple[int, int]:
+        """``(width, height)`` as the video plays (the stored size, swapped for a quarter turn)."""
+        return (self.height, self.width) if self.rotation % 180 else (self.width, self.height)
 
 
 def _open(path: Path) -> Any:
@@ -58,23 +70,42 @@ def _open(path: Path) -> Any:
     return container
 
 
+def _quarter_turns(path: Path, degrees: float) -> int:
+    """The display rotation as a multiple of 90 degrees in (-180, 180]; other angles are refused."""
+    turns = round(degrees / 90)
+    if abs(degrees - 90 * turns) > 1:
+        raise InputError(f"{path}: the video asks players to turn it by {degrees:g} degrees; only quarter turns "
+                         "(0, 90, 180, 270) are supported: re-encode it upright first")
+    return 90 * ((turns + 1) % 4 - 1)
+
+
 def probe(path: str | os.PathLike[str]) -> VideoInfo:
     path = Path(path)
     with _open(path) as container:
         stream = container.streams.video[0]
         fps = stream.average_rate or stream.guessed_rate or Fraction(25)
+        try:  # the display matrix comes with the decoded frames
+            rotation = _quarter_turns(path, next(container.decode(video=0)).rotation)
+        except (StopIteration, _av().FFmpegError):
+            rotation = 0
         return VideoInfo(path, stream.codec_context.width, stream.codec_context.height, Fraction(fps),
-                         stream.frames or None, len(container.streams.audio), stream.codec_context.name)
+                         stream.frames or None, len(container.streams.audio), stream.codec_context.name, rotation)
 
 
-def frames(path: str | os.PathLike[str]) -> Iterator[Tensor]:
-    """Every frame of the first video stream as float32 ``(1, 3, H, W)`` RGB in [0, 1]."""
+def turn(image: Tensor, rotation: int) -> Tensor:
+    """``image`` (..., H, W) turned ``rotation`` degrees counter-clockwise (a multiple of 90)."""
+    return torch.rot90(image, rotation // 90, dims=(-2, -1)) if rotation else image
+
+
+def frames(path: str | os.PathLike[str], *, upright: bool = True) -> Iterator[Tensor]:
+    """Every frame of the first video stream as float32 ``(1, 3, H, W)`` RGB in [0, 1]; ``upright``: turned as
+    players show it (the container's display rotation applied), else as stored."""
     path = Path(path)
     container = _open(path)
     try:
         for frame in container.decode(video=0):
-            rgb = frame.to_ndarray(format="rgb24")
-            yield torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div_(255)
+            rgb = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)[None].float().div_(255)
+            yield turn(rgb, _quarter_turns(path, frame.rotation)).contiguous() if upright else rgb
     except InputError:
         raise
     except Exception as exc:
@@ -87,7 +118,10 @@ class VideoWriter:
     """``with VideoWriter(out, fps=..., width=..., height=..., audio_from=src) as w: w.write(frame)``."""
 
     def __init__(self, path: str | os.PathLike[str], *, fps: Fraction, width: int, height: int,
-                 audio_from: str | os.PathLike[str] | None = None, crf: int = 18, overwrite: bool = False) -> None:
+                 audio_from: str | os.PathLike[str] | None = None, crf: int = 18, overwrite: bool = False,
+                 rotation: int = 0) -> None:
+        """``width`` x ``height``: the stored frames' size; ``rotation``: the display rotation written with them
+        (degrees counter-clockwise, a multiple of 90), so that players turn them as they turned the input."""
         av = _av()
         self.path = Path(path)
         if self.path.suffix.lower() not in VIDEO_EXTENSIONS:
@@ -102,6 +136,8 @@ class VideoWriter:
         self.stream.width, self.stream.height = width, height
         self.stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
         self.stream.options = {"crf": str(crf), "preset": "medium"}
+        if rotation:
+            self.stream.set_display_rotation(rotation)
         self._audio: list[tuple[Any, Any]] = []
         if self.audio_from is not None:
             self._source = av.open(str(self.audio_from))
