@@ -358,7 +358,10 @@ def review_command(
     rebuild: Annotated[list[str] | None, typer.Option(help="Rebuild this sequence with --more frames.")] = None,
     more: Annotated[int, typer.Option(help="Frames to add on rebuild: 10, 20 or 50.")] = 20,
     list_only: Annotated[bool, typer.Option("--list", help="Print every sequence and its decision; no page.")] = False,
-    host: Annotated[str, typer.Option(help="Address the review page listens on.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Address the review page listens on (one not on loopback needs "
+                                           "--allow-remote).")] = "127.0.0.1",
+    allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Let --host be reachable from other machines; "
+                                               "every request then needs the printed URL's token.")] = False,
     port: Annotated[int, typer.Option(help="Port of the review page.")] = 8765,
     no_browser: Annotated[bool, typer.Option("--no-browser", help="Serve the page without opening a tab.")] = False,
 ) -> None:
@@ -377,7 +380,7 @@ def review_command(
     if not (accept or reject or rebuild or list_only):
         from derain.web.serve import serve_review  # the web extra, imported only when a page is asked for
 
-        serve_review(dataset, host=host, port=port, open_browser=not no_browser)
+        serve_review(dataset, host=host, port=port, open_browser=not no_browser, allow_remote=allow_remote)
         return
     decisions = read_decisions(dataset)
     for name in sorted(manifest):
@@ -390,7 +393,10 @@ def web_command(
                                                       "offered on the page (repeatable; default: derain.default).")]
     = None,
     device: Annotated[str, typer.Option(help=f"Where to run the model: {_choices(DEVICES)}.")] = "auto",
-    host: Annotated[str, typer.Option(help="Address the page listens on.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Address the page listens on (one not on loopback needs "
+                                           "--allow-remote).")] = "127.0.0.1",
+    allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Let --host be reachable from other machines; "
+                                               "every request then needs the printed URL's token.")] = False,
     port: Annotated[int, typer.Option(help="Port of the page.")] = 8000,
     no_browser: Annotated[bool, typer.Option("--no-browser", help="Serve the page without opening a tab.")] = False,
 ) -> None:
@@ -398,7 +404,7 @@ def web_command(
     from derain.web.serve import serve_derain  # the web extra, imported only when the page is asked for
 
     serve_derain(weights, device=_one_of(device, DEVICES, "--device"), host=host, port=port,
-                 open_browser=not no_browser)
+                 open_browser=not no_browser, allow_remote=allow_remote)
 
 
 @app.command("list")

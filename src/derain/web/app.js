@@ -14,9 +14,17 @@ async function derain(file) {
   const box = card(file), status = box.querySelector('.status');
   const weights = document.getElementById('weights').value;
   const url = `/api/derain?name=${encodeURIComponent(file.name)}&weights=${encodeURIComponent(weights)}`;
+  const limit = Number(document.body.dataset.maxUpload);
+  if (file.size > limit) {  // the server would refuse it from its size; say so without sending it
+    status.textContent = `${file.name}: ${Math.round(file.size / 2 ** 20)} MB is over this page's ` +
+      `${limit / 2 ** 20} MB limit; use derain run for large files`;
+    status.classList.add('error'); return;
+  }
   let r;
   try {
-    r = await fetch(url, {method: 'POST', body: file});
+    // an image type (or raw bytes): the server takes no form posts, which other sites could send
+    const type = file.type.startsWith('image/') ? file.type : 'application/octet-stream';
+    r = await fetch(url, {method: 'POST', body: file, headers: {'Content-Type': type}});
   } catch (err) {
     status.textContent = 'the derain server did not answer: ' + err; status.classList.add('error'); return;
   }

@@ -31,8 +31,8 @@ document.querySelectorAll('.seq .strip img').forEach(img => img.addEventListener
   viewer.classList.add('open'); show();
 }));
 async function refreshCounts() {
-  const r = await fetch('/api/sequences'); const data = await r.json();
-  document.getElementById('counts').textContent = data.summary;
+  const r = await fetch('/api/sequences'); const data = await r.json().catch(() => ({detail: r.statusText}));
+  document.getElementById('counts').textContent = r.ok ? data.summary : data.detail;
 }
 document.querySelectorAll('.seq .actions button').forEach(b => b.addEventListener('click', async () => {
   const seq = b.closest('.seq'), message = seq.querySelector('.message'), label = seq.querySelector('.decision');
@@ -40,7 +40,7 @@ document.querySelectorAll('.seq .actions button').forEach(b => b.addEventListene
   if (b.dataset.more) body.more = Number(b.dataset.more);
   message.textContent = '';
   const r = await fetch('/api/decision', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify(body)});
-  const answer = await r.json();
+  const answer = await r.json().catch(() => ({detail: r.statusText}));
   if (!r.ok) { message.textContent = answer.detail; return; }
   label.dataset.decision = answer.decision;
   label.textContent = answer.decision + (answer.decision === 'rebuild' ? ' +' + answer.more : '');
