@@ -38,6 +38,7 @@ from derain.data.realrain import (
 from derain.errors import InputError
 from derain.io import list_images, read_image, write_image
 from derain.io.atomic import atomic_write
+from derain.io.interrupt import terminate_as_interrupt
 from derain.io.video import VIDEO_EXTENSIONS
 from derain.io.video import frames as video_frames
 
@@ -158,6 +159,22 @@ class Source:
             yield read_image(f).image
 
 
+RESERVED_NAMES = frozenset({MANIFEST, DECISIONS_FILE, LIST_FILE, PATCH_LIST_FILE})
+
+
+def sequence_name(path: Path, *, video: bool = False) -> str:
+    """The sequence name of an input: its folder's (or video's) own name once ``.`` and ``..`` are resolved
+    (``frames/sub/..`` is ``frames``; ``.`` is the current folder's name), so the sequence's folder is always one
+    level inside the dataset. A name that cannot be one folder there (the file system's root, a dataset file's
+    name) is refused."""
+    absolute = Path(os.path.abspath(path))  # lexical: a symbolic link keeps the name it was given
+    name = absolute.stem if video else absolute.name
+    if name in ("", ".", "..") or name in RESERVED_NAMES:
+        raise InputError(f"{path}: cannot name a sequence after it (it resolves to {absolute}); give the folder of "
+                         "frames or the video itself, with a name of its own")
+    return name
+
+
 def find_sources(inputs: Sequence[str | os.PathLike[str]]) -> list[Source]:
     """Videos and folders of frames; a folder holding videos (and no frames) contributes each video."""
     out: list[Source] = []
@@ -166,13 +183,13 @@ def find_sources(inputs: Sequence[str | os.PathLike[str]]) -> list[Source]:
         if path.is_file():
             if path.suffix.lower() not in VIDEO_EXTENSIONS:
                 raise InputError(f"{path}: not a video ({', '.join(sorted(VIDEO_EXTENSIONS))}) or a folder of frames")
-            out.append(Source(path.stem, path))
+            out.append(Source(sequence_name(path, video=True), path))
         elif path.is_dir():
             videos = list_images(path, extensions=VIDEO_EXTENSIONS)
             if videos and not list_images(path):
-                out += [Source(p.stem, p) for p in videos]
+                out += [Source(sequence_name(p, video=True), p) for p in videos]
             else:
-                out.append(Source(path.name, path))
+                out.append(Source(sequence_name(path), path))
         else:
             raise InputError(f"{path}: no such video or folder")
     names = [s.name for s in out]
@@ -235,6 +252,8 @@ def build_sequence(source: Source, out: Path, *, frames: int | None = None, extr
     """
     if patch < 0 or (stride is not None and stride < 1):
         raise InputError(f"patch must be >= 0 and stride >= 1, got patch {patch}, stride {stride}")
+    if source.name in ("", ".", "..") or Path(os.path.abspath(out / source.name)).parent != Path(os.path.abspath(out)):
+        raise InputError(f"{source.path}: the sequence name {source.name!r} is not one folder inside {out}")
     probe = []
     for frame in source.frames():
         if probe and frame.shape != probe[0].shape:
@@ -354,27 +373,29 @@ def build_dataset(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLi
     Sequences already built are kept unless a review decision asks to rebuild them with more frames.
     """
     out = Path(out)
+    sources = find_sources(inputs)  # names checked before anything is written
     out.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(out)
     decisions = read_decisions(out)
-    for source in find_sources(inputs):
-        wanted = decisions.get(source.name, Decision())
-        rebuild = wanted.decision == "rebuild"
-        done = manifest.get(source.name)
-        if done is not None and done.built and not rebuild:
-            continue
-        extra = (done.extra if done is not None else 0) + wanted.more if rebuild else 0
-        try:
-            manifest[source.name] = build_sequence(source, out, frames=frames, extra=extra, max_shift=max_shift,
-                                                   align=align, patch=patch, stride=stride, progress=progress)
-            if rebuild or accept_all:
-                decisions[source.name] = Decision("accepted" if accept_all else "pending")
-        except InputError as exc:
-            status = "moving camera" if isinstance(exc, MovingCamera) else "failed"
-            manifest[source.name] = SequenceEntry(source=str(source.path), status=status, reason=str(exc))
-            if report:
-                report(source.name, str(exc))
-        _write_manifest(out, manifest)
-        _write_decisions(out, decisions)
+    with terminate_as_interrupt():  # SIGTERM cleans up like Ctrl+C
+        for source in sources:
+            wanted = decisions.get(source.name, Decision())
+            rebuild = wanted.decision == "rebuild"
+            done = manifest.get(source.name)
+            if done is not None and done.built and not rebuild:
+                continue
+            extra = (done.extra if done is not None else 0) + wanted.more if rebuild else 0
+            try:
+                manifest[source.name] = build_sequence(source, out, frames=frames, extra=extra, max_shift=max_shift,
+                                                       align=align, patch=patch, stride=stride, progress=progress)
+                if rebuild or accept_all:
+                    decisions[source.name] = Decision("accepted" if accept_all else "pending")
+            except InputError as exc:
+                status = "moving camera" if isinstance(exc, MovingCamera) else "failed"
+                manifest[source.name] = SequenceEntry(source=str(source.path), status=status, reason=str(exc))
+                if report:
+                    report(source.name, str(exc))
+            _write_manifest(out, manifest)
+            _write_decisions(out, decisions)
     write_list(out)
     return manifest

@@ -22,6 +22,7 @@ from derain.errors import DerainError, InputError
 from derain.inference.restorer import Restorer, blend, check_strength
 from derain.inference.scale import Scale, resolve_scale
 from derain.io import IMAGE_EXTENSIONS, list_images, read_image, write_image
+from derain.io.interrupt import terminate_as_interrupt
 from derain.io.video import VIDEO_EXTENSIONS, VideoWriter, frames, probe, turn
 
 _GLOB_CHARS = set("*?[")
@@ -55,10 +56,11 @@ class RunSummary:
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (input, reason)
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what the user should know (an output folder not read)
 
     def line(self) -> str:
-        return (f"{len(self.done)} done, {len(self.skipped)} skipped (exist; --overwrite replaces them), "
-                f"{len(self.failed)} failed, {self.seconds:.1f} s")
+        return "; ".join([f"{len(self.done)} done, {len(self.skipped)} skipped (exist; --overwrite replaces them), "
+                          f"{len(self.failed)} failed, {self.seconds:.1f} s", *self.notes])
 
 
 Job = tuple[Path, Path]  # (input file, output file)
@@ -71,17 +73,32 @@ def _images_under(folder: Path, failed: list[tuple[str, str]]) -> list[Path]:
     return list_images(folder, recursive=True, extensions=IMAGE_EXTENSIONS | VIDEO_EXTENSIONS, onerror=onerror)
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
 def plan(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
-         format: str | None = None) -> tuple[list[Job], list[tuple[str, str]]]:
-    """The (input, output) pairs for ``inputs`` and the inputs that cannot be used, with the reason."""
+         format: str | None = None, notes: list[str] | None = None) -> tuple[list[Job], list[tuple[str, str]]]:
+    """The (input, output) pairs for ``inputs`` and the inputs that cannot be used, with the reason.
+
+    An output folder inside an input folder (``derain run photos -o photos/out``) is not read: its files are
+    earlier results, not inputs. ``notes`` (when given) gets a line saying so.
+    """
     out = Path(out)
+    out_real = out.resolve()
     failed: list[tuple[str, str]] = []
     found: list[tuple[Path, Path]] = []  # (file, output path relative to out)
+    left_out: list[str] = []
     for item in inputs:
         text = os.fspath(item)
         path = Path(text)
         if path.is_dir():
+            holds_out = out_real != path.resolve() and _inside(out_real, path.resolve())
             for f in _images_under(path, failed):
+                if holds_out and _inside(f.resolve(), out_real):
+                    if shown(out) not in left_out:
+                        left_out.append(shown(out))
+                    continue
                 found.append((f, f.relative_to(path)))
         elif path.is_file():
             found.append((path, Path(path.name)))
@@ -93,6 +110,8 @@ def plan(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], 
             found += [(m, Path(m.name)) for m in files]
         else:
             failed.append((shown(text), "no such file or folder"))
+    if notes is not None:
+        notes += [f"{name} not read as input (it is the output folder)" for name in left_out]
     single_target = (len(inputs) == 1 and len(found) == 1 and Path(os.fspath(inputs[0])).is_file()
                      and out.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)
     jobs: list[Job] = []
@@ -210,7 +229,7 @@ def derain_files(restorer: Restorer, inputs: Sequence[str | os.PathLike[str]], o
                          f"{', '.join(sorted(e.lstrip('.') for e in IMAGE_EXTENSIONS))}")
     start = time.perf_counter()
     summary = RunSummary()
-    jobs, failed = plan(inputs, out, format=options.format)
+    jobs, failed = plan(inputs, out, format=options.format, notes=summary.notes)
     if rank == 0:
         for name, reason in failed:
             summary.failed.append((name, reason))
@@ -218,30 +237,31 @@ def derain_files(restorer: Restorer, inputs: Sequence[str | os.PathLike[str]], o
                 report(name, reason)
     protect = [src for src, _ in jobs]  # every input, not just this rank's share: no rank writes over any input
     jobs = jobs[rank::world]
-    for k, (src, target) in enumerate(jobs, 1):
-        if target.exists() and not options.overwrite:
-            summary.skipped.append(target)
-        elif any(target.resolve() == p.resolve() for p in protect):
-            reason = "its output path is an input file; choose another output folder"
-            summary.failed.append((shown(src), reason))
-            if report:
-                report(shown(src), reason)
-        else:
-            try:
-                def frames_done(n: int, total: int | None, k: int = k, src: Path = src) -> None:
-                    if progress:
-                        progress(k - 1, len(jobs), f"{shown(src.name)} frame {n}/{total or '?'}")
-
-                _process(restorer, src, target, options, protect, frames_done)
-                summary.done.append(target)
-            except (DerainError, OSError, RuntimeError, MemoryError, ValueError) as exc:
-                reason = " ".join(str(exc).split()) or type(exc).__name__
-                for prefix in (f"{shown(src)}: ", f"{src}: "):
-                    reason = reason.removeprefix(prefix)
+    with terminate_as_interrupt():  # SIGTERM cleans up like Ctrl+C: no hidden temporary file is left
+        for k, (src, target) in enumerate(jobs, 1):
+            if target.exists() and not options.overwrite:
+                summary.skipped.append(target)
+            elif any(target.resolve() == p.resolve() for p in protect):
+                reason = "its output path is an input file; choose another output folder"
                 summary.failed.append((shown(src), reason))
                 if report:
                     report(shown(src), reason)
-        if progress:
-            progress(k, len(jobs), shown(src.name))
+            else:
+                try:
+                    def frames_done(n: int, total: int | None, k: int = k, src: Path = src) -> None:
+                        if progress:
+                            progress(k - 1, len(jobs), f"{shown(src.name)} frame {n}/{total or '?'}")
+
+                    _process(restorer, src, target, options, protect, frames_done)
+                    summary.done.append(target)
+                except (DerainError, OSError, RuntimeError, MemoryError, ValueError) as exc:
+                    reason = " ".join(str(exc).split()) or type(exc).__name__
+                    for prefix in (f"{shown(src)}: ", f"{src}: "):
+                        reason = reason.removeprefix(prefix)
+                    summary.failed.append((shown(src), reason))
+                    if report:
+                        report(shown(src), reason)
+            if progress:
+                progress(k, len(jobs), shown(src.name))
     summary.seconds = time.perf_counter() - start
     return summary
