@@ -159,10 +159,11 @@ def rain_features(x: Tensor) -> Tensor:
 
     e3, e7, e15 = excess(3), excess(7), excess(15)
     flat = y.flatten(1)
+    spread = flat.std(1) if flat.shape[1] > 1 else flat.new_zeros(flat.shape[0])  # one pixel: no spread, no warning
     gx = (y[..., 1:] - y[..., :-1]).abs().flatten(1).mean(1)
     gy = (y[..., 1:, :] - y[..., :-1, :]).abs().flatten(1).mean(1)
     return torch.stack([e3.mean(1), e7.mean(1), e15.mean(1), (e7 > 0.05).float().mean(1),
-                        (e7 > 0.15).float().mean(1), e7.quantile(0.99, dim=1), flat.mean(1), flat.std(1),
+                        (e7 > 0.15).float().mean(1), e7.quantile(0.99, dim=1), flat.mean(1), spread,
                         gx / (gy + 1e-6)], dim=1)
 
 
