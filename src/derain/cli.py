@@ -555,12 +555,7 @@ def main(argv: list[str] | None = None) -> int:
         code = app(args=argv, prog_name="derain", standalone_mode=False)
         if isinstance(code, int) and code:
             return code
-    except typer.Abort as exc:
-        from derain.io.interrupt import Terminated
-
-        if isinstance(exc.__cause__, Terminated):  # SIGTERM, cleaned up like Ctrl+C: the shell's code for it
-            typer.echo("derain: stopped (SIGTERM)", err=True)
-            return 143
+    except typer.Abort:
         typer.echo("derain: aborted", err=True)
         return 130
     except _USAGE_ERRORS as exc:  # bad command line: typer's usage message, exit code 2
