@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,148 @@ def test_texture_streaks_keep_the_photo_scale_in_training_crops() -> None:
     crop, photo = _streak_length(64, 64), _streak_length(321, 481)
     assert photo / crop < 2.0, (crop, photo)
     assert _streak_length(64, 64, scale=3.0) > 2.0 * crop
+
+
+# --- the diverse style (issue 31): physics-drawn rain, checked for its elements, not for a benchmark's look ---
+
+def _plans(n: int = 300) -> list:
+    from derain.data.diverse import draw_plan
+    from derain.data.synthetic import generator
+
+    return [draw_plan(generator("plans", k)) for k in range(n)]
+
+
+def _no_rain_plan(**changes: object):
+    import dataclasses
+
+    from derain.data.diverse import draw_plan
+    from derain.data.synthetic import generator
+
+    base = draw_plan(generator("plan-base", 0))
+    fields = dict(layers=(), veil=0.0, splashes=0.0, compression="none", quality=100, very_light=False,
+                  additive=False)
+    fields.update(changes)
+    return dataclasses.replace(base, **fields)
+
+
+def test_diverse_is_seeded_in_range_and_selectable() -> None:
+    from derain.data.synthetic import STYLE_NAMES
+    from derain.train.config import DataConfig
+
+    assert "diverse" in STYLE_NAMES and DataConfig(style="diverse").style == "diverse"
+    clean = _scene()
+    original = clean.clone()
+    for seed in range(4):
+        a, ma = add_rain(clean, style="diverse", seed=seed)
+        b, mb = add_rain(clean, style="diverse", seed=seed)
+        assert torch.equal(a, b) and torch.equal(ma, mb)
+        assert a.shape == clean.shape and ma.shape == (1, *clean.shape[1:]) and a.dtype == clean.dtype
+        assert a.min() >= 0 and a.max() <= 1 and set(ma.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(clean, original)  # the clean target is never touched
+    assert not torch.equal(add_rain(clean, style="diverse", seed=0)[0], add_rain(clean, style="diverse", seed=1)[0])
+    changed = [float((add_rain(clean, style="diverse", seed=s)[0] - clean).abs().mean()) for s in range(8)]
+    assert max(changed) > 0.02  # rain is visible on most draws
+    # with streak textures given, some images draw one slab from a texture
+    from derain.data.diverse import draw_plan
+    from derain.data.synthetic import generator
+
+    seed = next(s for s in range(100) if any(layer.texture for layer in draw_plan(generator("rain", s),
+                                                                                  textures=True).layers))
+    fake = [torch.rand(90, 120) ** 8]
+    rainy, _ = add_rain(clean, style="diverse", seed=seed, textures=fake)
+    assert rainy.min() >= 0 and rainy.max() <= 1 and not torch.equal(rainy, add_rain(clean, style="diverse",
+                                                                                       seed=seed)[0])
+
+
+def test_diverse_plans_span_depths_winds_drizzle_and_very_light_rain() -> None:
+    from derain.data.diverse import MAX_ANGLE
+
+    plans = _plans()
+    angles = [layer.angle for p in plans for layer in p.layers]
+    assert all(abs(a) <= MAX_ANGLE for a in angles) and min(angles) < -20 and max(angles) > 20
+    assert any(min(layer.angle for layer in p.layers) < 0 < max(layer.angle for layer in p.layers) for p in plans)
+    very = [p for p in plans if p.very_light]
+    assert 0.08 < len(very) / len(plans) < 0.25  # the do-no-harm range: drizzle only
+    for p in very:
+        assert p.veil == 0 and p.splashes == 0 and len(p.layers) == 1 and p.layers[0].sizes[1] <= 0.5
+    rainy = [p for p in plans if not p.very_light]
+    assert any(p.layers[-1].sizes[1] <= 0.5 for p in rainy) and any(p.layers[-1].sizes[1] > 1 for p in rainy)
+    for p in rainy:  # slabs by depth: near ones sparse, wide and long; far ones dense and thin
+        slabs = [layer for layer in p.layers if layer.sizes[0] >= 0.5]
+        assert len(slabs) == 4 and [s.depth for s in slabs] == sorted(s.depth for s in slabs)
+        assert all(a.density < b.density and a.drop_px > b.drop_px and a.speed_px > b.speed_px
+                   for a, b in itertools.pairwise(slabs))
+    assert {p.compression for p in plans} == {"none", "jpeg", "video"}
+    assert any(p.splashes > 0 for p in plans) and any(p.additive for p in plans) and any(not p.additive for p in plans)
+    assert min(p.veil for p in rainy) > 0 and max(p.veil for p in rainy) > 5 * min(p.veil for p in rainy)
+
+
+def test_diverse_scale_keeps_the_photo_scale() -> None:
+    from derain.data.diverse import draw_plan
+    from derain.data.synthetic import generator
+
+    one, two = draw_plan(generator("s", 3)), draw_plan(generator("s", 3), 2.0)
+    for a, b in zip(one.layers, two.layers, strict=True):
+        assert b.speed_px == pytest.approx(2 * a.speed_px) and b.drop_px == pytest.approx(2 * a.drop_px)
+
+
+def test_diverse_veil_grows_with_the_depth_proxy() -> None:
+    from derain.data.diverse import add_diverse_rain, depth_proxy
+    from derain.data.synthetic import generator
+
+    clean = torch.full((3, 48, 40), 0.2)
+    proxy = depth_proxy(clean, generator("d", 1))
+    assert (proxy.diff(dim=0) < 0).all()  # higher rows are farther
+    plan = _no_rain_plan(veil=2e-3, zmax=1000.0, light=0.9)
+    rainy, mask = add_diverse_rain(clean, generator("d", 1), plan=plan)
+    rows = rainy.mean(dim=(0, 2))
+    assert (rows.diff() < 0).all() and rows[0] > 0.3 > 0.2 < rows[-1]
+    # with the photo's brightness in the proxy too, brighter (farther) regions are veiled more
+    scene = _scene(48, 40)
+    veiled, _ = add_diverse_rain(scene, generator("d", 2), plan=plan)
+    depth = depth_proxy(scene, generator("d", 2))
+    lift = (veiled - scene).mean(0)
+    far, near = depth > depth.median(), depth <= depth.median()
+    assert lift[far].mean() > lift[near].mean()
+    assert mask.sum() == 0  # the mask marks streaks and specks, not the veil (as in the heavy style)
+
+
+def test_diverse_compression_changes_the_input_only_and_the_mask_is_consistent() -> None:
+    from derain.data.diverse import add_diverse_rain
+    from derain.data.synthetic import generator
+
+    clean = _scene(64, 64)
+    plan = next(p for p in _plans(60) if not p.very_light and p.splashes == 0 and p.compression == "none")
+    import dataclasses
+
+    near = tuple(layer for layer in plan.layers if layer.density < 0.02)  # the sparse slabs: no even film
+    plan = dataclasses.replace(plan, veil=0.0, layers=near)
+    raw, mask = add_diverse_rain(clean, generator("c", 0), plan=plan)
+    added = (raw - clean).abs().amax(0, keepdim=True)
+    assert mask.sum() > 0 and (added[mask.bool()] > 0.05).all() and float(added[~mask.bool()].max()) <= 0.05 + 1e-6
+    for kind, quality in (("jpeg", 60), ("video", 15)):
+        original = clean.clone()
+        squeezed, mask2 = add_diverse_rain(clean, generator("c", 0), plan=dataclasses.replace(
+            plan, compression=kind, quality=quality))
+        assert torch.equal(clean, original) and torch.equal(mask, mask2)
+        assert 0 < float((squeezed - raw).abs().mean()) < 0.05
+
+
+def test_diverse_very_light_rain_is_nearly_nothing() -> None:
+    import dataclasses
+
+    from derain.data.diverse import add_diverse_rain
+    from derain.data.synthetic import generator
+
+    clean = _scene(64, 64)
+    very = [p for p in _plans(120) if p.very_light]
+    changes = [float((add_diverse_rain(clean, generator("v", k), plan=dataclasses.replace(
+        p, compression="none"))[0] - clean).abs().mean()) for k, p in enumerate(very)]
+    assert len(very) >= 8 and max(changes) < 0.02 and min(changes) < 0.002, changes  # down to nearly nothing
+
+
+def test_diverse_synth_cli(tmp_path: Path) -> None:
+    src = tmp_path / "clean"
+    write_image(src / "a.png", _scene(40, 50))
+    assert main(["synth", str(src), "-o", str(tmp_path / "out"), "--style", "diverse"]) == 0
+    assert PairedFolder(tmp_path / "out")[0].rainy.shape == (3, 40, 50)

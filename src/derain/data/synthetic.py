@@ -10,6 +10,9 @@ Two styles are modelled on the benchmarks (see :data:`STYLES`):
 
 ``mixed`` picks light or heavy per image with equal chance.
 
+``diverse`` (:mod:`derain.data.diverse`) draws rain from a small physical model instead of a fit to a benchmark:
+streaks at several depths, wind, drizzle, a depth-dependent veil, specks of light and JPEG/video compression.
+
 A streak layer is procedural (sparse random drops, a slight Gaussian widening, a motion-blur line kernel at the
 layer's angle, a gain) or, when streak textures are given (the Garg & Nayar database in
 the ``rain_streaks`` data set), a random crop of a texture, flipped and rotated to the image's direction.
@@ -35,7 +38,7 @@ from torch import Tensor
 from derain.errors import InputError
 from derain.io import list_images, read_image, write_image
 
-Style = Literal["light", "heavy", "mixed"]
+Style = Literal["light", "heavy", "mixed", "diverse"]
 STYLE_NAMES: tuple[str, ...] = get_args(Style)
 
 
@@ -219,10 +222,15 @@ def add_rain(clean: Tensor, *, style: str | RainStyle = "light", seed: int | Non
         raise InputError(f"add_rain expects a float (3, H, W) RGB tensor in [0, 1], got {shape}")
     if g is None:
         g = generator("rain", 0 if seed is None else seed)
-    chosen = get_style(style, g)
-    h, w = clean.shape[-2:]
     if not scale >= 1:
         raise InputError(f"add_rain: scale must be at least 1, got {scale!r}")
+    if style == "diverse":
+        from derain.data.diverse import add_diverse_rain  # it builds on this module's layers
+
+        rainy, mask = add_diverse_rain(clean, g, textures, mask_threshold=mask_threshold, scale=scale)
+        return rainy.to(clean.dtype), mask
+    chosen = get_style(style, g)
+    h, w = clean.shape[-2:]
     streaks = rain_layer(h, w, chosen, g, textures, scale)
     a = _uniform(g, *chosen.haze)
     light = _uniform(g, *chosen.light)

@@ -1,0 +1,300 @@
+"""The ``diverse`` rain style: rain drawn from a small physical model, so that no one renderer's look dominates.
+
+Every number below comes from physics, the rain literature or the clean training photos (BSDS500, 481 x 321);
+no test set's images or statistics were used (DESIGN.md rule 12). The ``light`` and ``heavy`` styles were fitted
+to Rain100L/H; nothing here reuses their numbers.
+
+Camera
+    focal length ``f = 240.5 / tan(hfov / 2)`` pixels for the 481-pixel-wide training photos with a horizontal field
+    of view of 40-75 degrees (normal lens to phone wide angle): 313-661 px, times ``scale`` for larger photos, so
+    streaks keep the photo's scale in any crop. Exposure log-uniform in 1/1000 - 1/30 s (handheld stills to video).
+    Aperture diameter log-uniform in 1.5-10 mm (phone f/1.8 to a 50 mm lens at f/5), focus distance log-uniform
+    in 2-50 m.
+Drops
+    Marshall & Palmer (1948): ``N(D) = 8000 exp(-L D)`` per m^3 per mm, ``L = 4.1 R^-0.21`` per mm, rain rate R
+    log-uniform in 0.5-50 mm/h (light to violent rain; AMS glossary). Streak-casting drops are D >= 0.5 mm; each drop's
+    size is drawn from that tail (so sizes, hence speeds and streak lengths, vary within a layer). Fall speed
+    ``v = 9.65 - 10.3 exp(-0.6 D)`` m/s (Atlas et al. 1973, a fit to Gunn & Kinzer 1949).
+Streaks (Garg & Nayar 2004/2007, "Vision and rain")
+    A drop at depth Z images to ``d = f D / Z`` px and falls ``f v T / Z`` px during the exposure (the streak's length).
+    It covers a pixel for only part of the exposure, so a streak is an *opacity* ``alpha``: the drop's image area
+    spread along its streak (``alpha ~ d / length``; ~d^2/length when sub-pixel), and the pixel becomes
+    ``(1 - alpha) * background + alpha * E_drop``, a blend in linear light: a streak's brightness is relative to
+    its background (strong on dark ground, faint on bright sky), with ``E_drop`` the drop's radiance, the average of
+    a ~165 degree field of view that includes the sky (0.5-1 in linear light). A quarter of the images add the
+    streaks instead (``background + alpha * E_drop``, the convention of the common renderers), so absolute
+    brightness is also seen. Drops near a light source glint (specular and internal reflections, Garg & Nayar 2006):
+    a per-layer lighting gain, log-uniform in 1-8 (4-24 for drizzle, visible only when lit), multiplies alpha.
+Depths
+    Four slabs from 0.3 m to 15 m, log-spaced. Drops per image pixel in a slab [Z1, Z2] are
+    ``n (Z2^3 - Z1^3) / (3 f^2)`` (the pixel's frustum), so near slabs are sparse and far ones dense; near drops are
+    wide (``d`` large) and defocused (blur circle ``f A |1/Z - 1/Z_focus|``), far ones thin and sub-pixel.
+    Rendering caps a layer's drop density (far slabs hold more than one drop per pixel) and raises each drop's
+    opacity to keep the slab's mean coverage.
+Wind
+    A horizontal wind of U(-6, 6) m/s per image (Beaufort 0-4) plus a gust of N(0, 1.5) m/s per layer; a streak's
+    angle from vertical is ``atan(u / v)``, clipped to +-45 degrees: slow, small drops lean more, and layers of one
+    image can lean different ways.
+Drizzle
+    Drops of 0.1-0.5 mm (the AMS definition of drizzle) at 0.3-3 m, fall speed from the same law (0.5-2 m/s):
+    short, thin, faint, leaning with the wind. In half the rainy images and alone in the very light ones.
+Very light rain
+    With probability 0.15 an image has drizzle only, at R = 0.05-0.5 mm/h, no veil and no splashes: the range down
+    to nearly nothing that the do-no-harm training needs.
+Accumulation veil
+    Rain scatters like fog: extinction ``sigma ~ 0.3 R^0.65`` per km (the power laws of visibility in rain, e.g.
+    Atlas 1953), transmission ``t = exp(-sigma Z)`` (Koschmieder), ``B' = t B + (1 - t) A`` in linear light with A
+    (atmospheric light) U(0.6, 0.95). The scene depth Z runs from 5 m to Zmax (log-uniform 20-2000 m: a street to a
+    landscape) along a monotone proxy from the photo: higher rows are farther (the ground-plane prior) mixed with
+    the local dark channel (bright, colourless regions are far: He et al. 2009). A crop sees a random slice of rows.
+Splashes
+    With probability 0.35, drops lit near a light source show as short, bright specks where the background is dark
+    (weighted by (1 - luminance)^2): 2e-4 - 2e-3 per pixel, 1-4 px long.
+Compression (the rainy input only; the clean target is untouched)
+    None (35%), a JPEG round trip at quality 35-95 (45%: phones save at 85-95, the web re-compresses lower), or a
+    video-like one at quality 10-30 with 4:2:0 chroma (20%: visible 8 x 8 blocking), on a random 8 x 8 grid offset
+    since a crop does not start on the photo's block grid.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from derain.data.synthetic import StreakParams, _gaussian_blur, _texture_layer, _uniform
+
+GAMMA = 2.2  # sRGB <-> linear light, the usual approximation
+VERY_LIGHT = 0.15  # share of images with drizzle only
+DEPTHS = (0.3, 0.8, 2.1, 5.6, 15.0)  # slab bounds in metres (log-spaced)
+MAX_ANGLE = 45.0
+DENSITY_CAP = 0.02  # rendered drops per pixel in one layer (more are folded into each drop's opacity)
+FOLD = 4.0
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One slab of drops, as drawn for an image (lengths and widths in the image's pixels)."""
+
+    depth: float          # metres, the slab's representative depth
+    angle: float          # degrees from vertical, + leans right
+    density: float        # drops per pixel (physical, before the rendering cap)
+    sizes: tuple[float, float]  # drop diameter range in mm
+    speed_px: float       # pixels per metre/second of fall speed: f T / Z
+    drop_px: float        # pixels per mm of drop diameter: f / Z
+    sigma: float          # Gaussian sigma of the streak's cross-section (drop size and defocus), px
+    gain: float           # lighting gain on the opacity
+    texture: bool = False  # drawn from a Garg & Nayar texture instead
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything drawn for one image before its pixels: what the tests read."""
+
+    rate: float           # mm/h
+    very_light: bool
+    layers: tuple[Layer, ...]
+    veil: float           # extinction per metre (0: no veil)
+    zmax: float           # farthest scene depth in metres
+    light: float          # atmospheric light A (sRGB)
+    drop: float           # drop radiance E (linear light)
+    additive: bool        # streaks added instead of blended
+    splashes: float       # specks per pixel (0: none)
+    compression: str      # "none", "jpeg" or "video"
+    quality: int
+
+
+def fall_speed(d_mm: float | Tensor) -> float | Tensor:
+    """Terminal fall speed (m/s) of a drop of diameter ``d_mm`` (Atlas et al. 1973)."""
+    if isinstance(d_mm, Tensor):
+        return (9.65 - 10.3 * torch.exp(-0.6 * d_mm)).clamp(min=0.3)
+    return max(0.3, 9.65 - 10.3 * math.exp(-0.6 * d_mm))
+
+
+def _log_uniform(g: torch.Generator, low: float, high: float) -> float:
+    return math.exp(_uniform(g, math.log(low), math.log(high)))
+
+
+def _normal(g: torch.Generator) -> float:
+    return float(torch.randn((), generator=g))
+
+
+def draw_plan(g: torch.Generator, scale: float = 1.0, *, textures: bool = False) -> Plan:
+    """The image-level draws of the diverse style (see the module's docstring for each range's source)."""
+    f = 240.5 / math.tan(math.radians(_uniform(g, 40.0, 75.0)) / 2) * scale
+    exposure = _log_uniform(g, 1 / 500, 1 / 25)
+    aperture = _log_uniform(g, 1.5e-3, 10e-3)
+    focus = _log_uniform(g, 2.0, 50.0)
+    very_light = float(torch.rand((), generator=g)) < VERY_LIGHT
+    rate = _log_uniform(g, 0.05, 0.5) if very_light else _log_uniform(g, 0.5, 50.0)
+    lam = 4.1 * rate ** -0.21
+    wind = max(-8.0, min(8.0, 2.0 * _normal(g)))
+
+    def layer(z1: float, z2: float, d_lo: float, d_hi: float, gain: tuple[float, float], tex: bool) -> Layer:
+        n = 8000 / lam * (math.exp(-lam * d_lo) - math.exp(-lam * d_hi))  # drops per m^3 in [d_lo, d_hi]
+        z = math.sqrt(z1 * z2)
+        density = n * (z2 ** 3 - z1 ** 3) / (3 * f * f)
+        d_typ = d_lo + 1 / lam if d_hi > 1 else (d_lo + d_hi) / 2
+        speed = fall_speed(d_typ)
+        angle = math.degrees(math.atan2(wind + _normal(g), speed))
+        blur = f * aperture * abs(1 / z - 1 / focus) / 4  # std of the blur disc
+        drop = f * d_typ * 1e-3 / z / 4
+        sigma = min(math.sqrt(blur ** 2 + drop ** 2), 6.0 * scale)
+        return Layer(depth=z, angle=max(-MAX_ANGLE, min(MAX_ANGLE, angle)), density=density, sizes=(d_lo, d_hi),
+                     speed_px=f * exposure / z, drop_px=f / z * 1e-3, sigma=sigma,
+                     gain=_log_uniform(g, *gain), texture=tex)
+
+    layers = []
+    if not very_light:
+        tex_slab = int(torch.randint(1, 3, (), generator=g)) if textures and float(
+            torch.rand((), generator=g)) < 0.3 else -1
+        for k in range(len(DEPTHS) - 1):
+            layers.append(layer(DEPTHS[k], DEPTHS[k + 1], 0.5, 6.0, (2.0, 40.0), k == tex_slab))
+    if very_light or float(torch.rand((), generator=g)) < 0.5:
+        layers.append(layer(0.3, 3.0, 0.1, 0.5, (1.0 if very_light else 8.0, 60.0), False))
+    veil = 0.0 if very_light else 0.3 * rate ** 0.65 / 1000
+    zmax = _log_uniform(g, 20.0, 2000.0)
+    light = _uniform(g, 0.6, 0.95)
+    drop = _uniform(g, 0.5, 1.0)
+    additive = float(torch.rand((), generator=g)) < 0.25
+    splashes = 0.0
+    if not very_light and float(torch.rand((), generator=g)) < 0.35:
+        splashes = _log_uniform(g, 2e-4, 2e-3) / (scale * scale)
+    u = float(torch.rand((), generator=g))
+    compression, quality = ("none", 100) if u < 0.35 else ("jpeg", int(torch.randint(35, 96, (), generator=g))) \
+        if u < 0.8 else ("video", int(torch.randint(10, 31, (), generator=g)))
+    return Plan(rate=rate, very_light=very_light, layers=tuple(layers), veil=veil, zmax=zmax, light=light,
+                drop=drop, additive=additive, splashes=splashes, compression=compression, quality=quality)
+
+
+def _streaks(h: int, w: int, layer: Layer, lam: float, g: torch.Generator) -> tuple[Tensor, float]:
+    """The opacity ``(h, w)`` of one layer's streaks and of its even film: drops of sizes drawn from the
+    Marshall-Palmer tail, each a vertical streak as long as its fall in the exposure carrying the drop's image
+    area, blurred, then rotated to the layer's angle (drawn in a frame that covers the image at any angle)."""
+    side = math.ceil(math.hypot(h, w)) + 2
+    d_lo, d_hi = layer.sizes
+    longest = max(1, math.ceil(float(fall_speed(d_hi)) * layer.speed_px))
+    rows = side + longest
+    rendered = min(layer.density, DENSITY_CAP)
+    count = int(rendered * rows * side + float(torch.rand((), generator=g)))
+    if count == 0:
+        return torch.zeros(h, w), 0.0
+    # drop diameters: the exponential tail of Marshall-Palmer above d_lo, truncated at d_hi
+    u = torch.rand(count, generator=g)
+    span = 1 - math.exp(-lam * (d_hi - d_lo))
+    diam = d_lo - torch.log1p(-u * span) / lam
+    length = (fall_speed(diam) * layer.speed_px).clamp(min=1.0)
+    size = diam * layer.drop_px  # drop image diameter, px
+    area = math.pi / 4 * size * size * layer.gain  # px^2 (lit); spread along the streak, the blur spreads it across
+    fold = min(layer.density / rendered, FOLD)  # a rendered drop stands for up to FOLD drops (they overlap anyway)
+    opacity = area / length * fold
+    # the drops beyond that (far slabs: several per pixel) merge into an even film: their mean coverage
+    film = min(0.3, (layer.density - rendered * fold) * float(area.mean()))
+    steps = length.round().long().clamp(min=1, max=longest)
+    y0 = torch.randint(0, rows, (count,), generator=g)
+    x0 = torch.randint(0, side, (count,), generator=g)
+    # each drop writes `steps` pixels upwards from (y0, x0)
+    total = int(steps.sum())
+    drop_of = torch.repeat_interleave(torch.arange(count), steps, output_size=total)
+    offset = torch.arange(total) - torch.repeat_interleave(steps.cumsum(0) - steps, steps, output_size=total)
+    yy = y0[drop_of] - offset
+    keep = yy >= 0
+    frame = torch.zeros(rows * side)
+    frame.index_add_(0, (yy[keep] * side + x0[drop_of][keep]), opacity[drop_of][keep])
+    frame = frame.view(1, 1, rows, side)[..., longest:, :]
+    frame = _gaussian_blur(frame, layer.sigma) if layer.sigma >= 0.3 else frame
+    return _rotate(frame, h, w, layer.angle), film
+
+
+def _rotate(frame: Tensor, h: int, w: int, angle: float) -> Tensor:
+    side = frame.shape[-1]
+    c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    sx, sy = w / side, h / side
+    theta = torch.tensor([[[c * sx, -s * sy, 0.0], [s * sx, c * sy, 0.0]]])
+    grid = F.affine_grid(theta, [1, 1, h, w], align_corners=False)
+    return F.grid_sample(frame, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, 0]
+
+
+def depth_proxy(clean: Tensor, g: torch.Generator, scale: float = 1.0) -> Tensor:
+    """A monotone stand-in for scene depth ``(H, W)`` in [0, 1] (1 = far): higher rows are farther, mixed with the
+    blurred dark channel (bright, colourless regions are far). A crop gets a random slice of the row ramp."""
+    h, w = clean.shape[-2:]
+    top = _uniform(g, 0.4, 1.0)
+    bottom = top - _uniform(g, 0.1, top)
+    rows = torch.linspace(top, bottom, h)[:, None].expand(h, w)
+    dark = clean.amin(0)[None, None]
+    k = max(3, round(15 * scale)) | 1
+    dark = F.avg_pool2d(F.pad(dark, (k // 2,) * 4, mode="replicate"), k, stride=1)[0, 0]
+    mix = _uniform(g, 0.5, 0.8)
+    return (mix * rows + (1 - mix) * dark).clamp(0, 1)
+
+
+def _compress(x: Tensor, plan: Plan, g: torch.Generator) -> Tensor:
+    """A JPEG round trip of ``(3, H, W)`` in [0, 1] (Pillow), its 8 x 8 grid at a random offset."""
+    if plan.compression == "none":
+        return x
+    dy, dx = (int(v) for v in torch.randint(0, 8, (2,), generator=g))
+    h, w = x.shape[-2:]
+    padded = F.pad(x[None], (dx, 0, dy, 0), mode="replicate")[0] if dy or dx else x
+    array = (padded.permute(1, 2, 0) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=plan.quality,
+                                subsampling=2 if plan.compression == "video" else 0)
+    buffer.seek(0)
+    decoded = np.asarray(Image.open(buffer).convert("RGB"))
+    out = torch.from_numpy(decoded.copy()).permute(2, 0, 1).float() / 255
+    return out[:, dy:dy + h, dx:dx + w].contiguous()
+
+
+def add_diverse_rain(clean: Tensor, g: torch.Generator, textures: Sequence[Tensor] = (), *,
+                     mask_threshold: float = 0.05, scale: float = 1.0,
+                     plan: Plan | None = None) -> tuple[Tensor, Tensor]:
+    """Diverse rain on a clean ``(3, H, W)`` image in [0, 1]: ``(rainy, mask)``; the mask marks where streaks and
+    specks change the background (veiled, and under the far slabs' even film) by more than ``mask_threshold``,
+    before compression."""
+    if plan is None:
+        plan = draw_plan(g, scale, textures=bool(textures))
+    h, w = clean.shape[-2:]
+    lam = 4.1 * plan.rate ** -0.21
+    clean = clean.float()
+    # opacity of all layers: 1 - prod(1 - alpha_k); the far slabs' even film is kept apart for the mask
+    clear, film_clear = torch.ones(h, w), 1.0
+    for layer in plan.layers:
+        film = 0.0
+        if layer.texture:
+            pick = int(torch.randint(0, len(textures), (), generator=g))
+            p = StreakParams(density=(0, 0), length=(1, 1), width=(0, 0), gain=(0.1, 0.1 * layer.gain), spread=0)
+            alpha = _texture_layer(h, w, layer.angle, textures[pick], p, g, scale)
+        else:
+            alpha, film = _streaks(h, w, layer, lam, g)
+        clear = clear * (1 - (alpha + film).clamp(0, 0.95))
+        film_clear *= 1 - film
+    alpha, film = 1 - clear, 1 - film_clear
+    linear = clean ** GAMMA
+    if plan.veil > 0:
+        depth = 5.0 * (plan.zmax / 5.0) ** depth_proxy(clean, g, scale)
+        t = torch.exp(-plan.veil * depth)
+        linear = linear * t + (1 - t) * plan.light ** GAMMA
+    if plan.additive:
+        rain, filmed = linear + alpha * plan.drop, linear + film * plan.drop
+    else:
+        rain, filmed = linear * (1 - alpha) + alpha * plan.drop, linear * (1 - film) + film * plan.drop
+    background = filmed.clamp(0, 1) ** (1 / GAMMA)  # what the mask compares with: veil and film are not streaks
+    rainy = rain.clamp(0, 1) ** (1 / GAMMA)
+    if plan.splashes > 0:
+        speck, _ = _streaks(h, w, Layer(depth=1.0, angle=_uniform(g, -MAX_ANGLE, MAX_ANGLE), density=plan.splashes,
+                                     sizes=(3.0, 3.0), speed_px=_uniform(g, 0.1, 0.5) * scale,
+                                     drop_px=1.0 * scale, sigma=_uniform(g, 0.5, 1.2) * scale, gain=1.0), 1.0, g)
+        speck = (speck / speck.amax().clamp(min=1e-6)) * _uniform(g, 0.4, 1.0) if speck.amax() > 0 else speck
+        luma = (0.299 * background[0] + 0.587 * background[1] + 0.114 * background[2])
+        rainy = rainy + speck * (1 - luma) ** 2
+    rainy = rainy.clamp(0, 1)
+    mask = ((rainy - background).abs().amax(0, keepdim=True) > mask_threshold).float()
+    return _compress(rainy, plan, g), mask
