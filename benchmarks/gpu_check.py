@@ -45,7 +45,9 @@ def cuda_tests(dry: bool) -> str:
 
 
 def amp_steps(name: str, device: torch.device, steps: int, dry: bool) -> str:
-    from derain.train.loop import _datasets, init_weights, optimizer_step
+    from derain.train.datasets import build_datasets
+    from derain.train.loop import optimizer_step
+    from derain.train.model import init_weights
 
     overrides = ["data.crop=32", "data.batch=2", "data.val_count=1"] if dry else []
     cfg = load_config(ROOT / "configs" / f"{name}.yaml", overrides)
@@ -58,7 +60,7 @@ def amp_steps(name: str, device: torch.device, steps: int, dry: bool) -> str:
     opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     loss_fn = get_loss(cfg.loss)
-    train, _ = _datasets(cfg, 0)
+    train, _ = build_datasets(cfg, 0)
     losses, t0 = [], time.perf_counter()
     for step in range(steps):
         batch = [train[(i % len(train), step * cfg.data.batch + i)] for i in range(cfg.data.batch)]

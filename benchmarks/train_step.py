@@ -61,7 +61,9 @@ def measure_one(recipe: str, *, runs: int, threads: int | None, loop: bool, prof
     from derain.losses import get_loss
     from derain.nn.pairwise import PairwiseSelfAttention
     from derain.train.config import load_config
-    from derain.train.loop import _datasets, init_weights, optimizer_step
+    from derain.train.datasets import build_datasets
+    from derain.train.loop import optimizer_step
+    from derain.train.model import init_weights
 
     if threads:
         torch.set_num_threads(threads)
@@ -80,7 +82,7 @@ def measure_one(recipe: str, *, runs: int, threads: int | None, loop: bool, prof
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(dev, memory_format=layout)
     if compile:
-        from derain.train.loop import compiled
+        from derain.train.model import compiled
 
         model = compiled(model, dev)  # what train.compile=true does
     loss_fn = get_loss(cfg.loss)
@@ -90,7 +92,7 @@ def measure_one(recipe: str, *, runs: int, threads: int | None, loop: bool, prof
     def sync() -> None:
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
-    train_set, _ = _datasets(cfg, 0)
+    train_set, _ = build_datasets(cfg, 0)
 
     def make_batch(step: int) -> list[torch.Tensor]:
         keys = [(k % len(train_set), step * cfg.data.batch + k) for k in range(cfg.data.batch)]

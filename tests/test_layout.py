@@ -73,6 +73,21 @@ def test_imports_flow_one_way() -> None:
     assert not forbidden, "forbidden imports: " + "; ".join(forbidden)
 
 
+def test_no_private_names_from_training_outside_it() -> None:
+    """The benchmarks and scripts that time or check a training step use derain.train's public names
+    (``derain.train.datasets.build_datasets``, ``derain.train.loop.optimizer_step``), never its private ones."""
+    found = []
+    for folder in (SRC, REPO / "benchmarks", REPO / "scripts"):
+        for path in sorted(folder.rglob("*.py")):
+            if path.is_relative_to(SRC / "train"):
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("derain.train"):
+                    found += [f"{path.relative_to(REPO)}: {node.module}.{a.name}" for a in node.names
+                              if a.name.startswith("_")]
+    assert not found, "; ".join(found)
+
+
 def test_ruff_is_clean() -> None:
     ruff = shutil.which("ruff")
     if ruff is None:

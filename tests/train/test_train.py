@@ -24,7 +24,8 @@ from derain.errors import InputError
 from derain.io import write_image
 from derain.train import fit, load_config, loop
 from derain.train.config import apply_overrides, config_from_dict, save_config
-from derain.train.loop import compiled, cxx_compiler, full_precision, optimizer_step
+from derain.train.loop import full_precision, optimizer_step
+from derain.train.model import compiled, cxx_compiler
 from derain.types import DerainOutput
 from tests.conftest import REPO, require_shared
 
