@@ -7,7 +7,8 @@ to Rain100L/H; nothing here reuses their numbers.
 Camera
     focal length ``f = 240.5 / tan(hfov / 2)`` pixels for the 481-pixel-wide training photos with a horizontal field
     of view of 40-75 degrees (normal lens to phone wide angle): 313-661 px, times ``scale`` for larger photos, so
-    streaks keep the photo's scale in any crop. Exposure log-uniform in 1/1000 - 1/30 s (handheld stills to video).
+    streaks keep the photo's scale in any crop. Exposure log-uniform in 1/250 - 1/25 s (stills under an overcast
+    sky to video at 25-30 frames/s with an open shutter).
     Aperture diameter log-uniform in 1.5-10 mm (phone f/1.8 to a 50 mm lens at f/5), focus distance log-uniform
     in 2-50 m.
 Drops
@@ -23,18 +24,25 @@ Streaks (Garg & Nayar 2004/2007, "Vision and rain")
     its background (strong on dark ground, faint on bright sky), with ``E_drop`` the drop's radiance, the average of
     a ~165 degree field of view that includes the sky (0.5-1 in linear light). A quarter of the images add the
     streaks instead (``background + alpha * E_drop``, the convention of the common renderers), so absolute
-    brightness is also seen. Drops near a light source glint (specular and internal reflections, Garg & Nayar 2006):
-    a per-layer lighting gain, log-uniform in 1-8 (4-24 for drizzle, visible only when lit), multiplies alpha.
+    brightness is also seen. Garg & Nayar's bound (a drop stays on a pixel at most ~1.2 ms) makes streaks lit only
+    by the environment faint, as they are on a bright day; rain shows in photos when drops are lit (the sun or a
+    lamp behind the rain, a flash): their specular and internal reflections (Garg & Nayar 2006) carry the light
+    source's radiance, orders of magnitude above the environment's average. A per-layer lighting gain on alpha,
+    log-uniform in 2-30 (8-60 for drizzle, invisible unless lit; 1-60 in the very light images, so from unlit,
+    invisible drizzle up), stands for that. Its upper ends were checked by eye against real rainy photos
+    (``docs/rain_styles.png``), nothing measured on them.
 Depths
     Four slabs from 0.3 m to 15 m, log-spaced. Drops per image pixel in a slab [Z1, Z2] are
     ``n (Z2^3 - Z1^3) / (3 f^2)`` (the pixel's frustum), so near slabs are sparse and far ones dense; near drops are
     wide (``d`` large) and defocused (blur circle ``f A |1/Z - 1/Z_focus|``), far ones thin and sub-pixel.
-    Rendering caps a layer's drop density (far slabs hold more than one drop per pixel) and raises each drop's
-    opacity to keep the slab's mean coverage.
+    Rendering caps a layer's drop density at 0.02 per pixel; the rest of a far slab's coverage (several sub-pixel
+    drops per pixel) becomes an even film of the same mean opacity (at most 0.3): the way far rain merges into a
+    veil. The mask leaves the film out.
 Wind
-    A horizontal wind of U(-6, 6) m/s per image (Beaufort 0-4) plus a gust of N(0, 1.5) m/s per layer; a streak's
-    angle from vertical is ``atan(u / v)``, clipped to +-45 degrees: slow, small drops lean more, and layers of one
-    image can lean different ways.
+    A horizontal wind of N(0, 2) m/s per image, clipped to +-8 (near the ground, where photos are taken, winds in
+    rain are mostly light to moderate: Beaufort 0-4), plus a gust of N(0, 1) m/s per layer; a streak's angle from
+    vertical is ``atan(u / v)``, clipped to +-45 degrees: slow, small drops lean more, and the layers of one image
+    can lean different ways.
 Drizzle
     Drops of 0.1-0.5 mm (the AMS definition of drizzle) at 0.3-3 m, fall speed from the same law (0.5-2 m/s):
     short, thin, faint, leaning with the wind. In half the rainy images and alone in the very light ones.
@@ -75,8 +83,7 @@ GAMMA = 2.2  # sRGB <-> linear light, the usual approximation
 VERY_LIGHT = 0.15  # share of images with drizzle only
 DEPTHS = (0.3, 0.8, 2.1, 5.6, 15.0)  # slab bounds in metres (log-spaced)
 MAX_ANGLE = 45.0
-DENSITY_CAP = 0.02  # rendered drops per pixel in one layer (more are folded into each drop's opacity)
-FOLD = 4.0
+DENSITY_CAP = 0.02  # rendered drops per pixel in one layer (the rest become an even film)
 
 
 @dataclass(frozen=True)
@@ -129,7 +136,7 @@ def _normal(g: torch.Generator) -> float:
 def draw_plan(g: torch.Generator, scale: float = 1.0, *, textures: bool = False) -> Plan:
     """The image-level draws of the diverse style (see the module's docstring for each range's source)."""
     f = 240.5 / math.tan(math.radians(_uniform(g, 40.0, 75.0)) / 2) * scale
-    exposure = _log_uniform(g, 1 / 500, 1 / 25)
+    exposure = _log_uniform(g, 1 / 250, 1 / 25)
     aperture = _log_uniform(g, 1.5e-3, 10e-3)
     focus = _log_uniform(g, 2.0, 50.0)
     very_light = float(torch.rand((), generator=g)) < VERY_LIGHT
@@ -156,7 +163,7 @@ def draw_plan(g: torch.Generator, scale: float = 1.0, *, textures: bool = False)
         tex_slab = int(torch.randint(1, 3, (), generator=g)) if textures and float(
             torch.rand((), generator=g)) < 0.3 else -1
         for k in range(len(DEPTHS) - 1):
-            layers.append(layer(DEPTHS[k], DEPTHS[k + 1], 0.5, 6.0, (2.0, 40.0), k == tex_slab))
+            layers.append(layer(DEPTHS[k], DEPTHS[k + 1], 0.5, 6.0, (2.0, 30.0), k == tex_slab))
     if very_light or float(torch.rand((), generator=g)) < 0.5:
         layers.append(layer(0.3, 3.0, 0.1, 0.5, (1.0 if very_light else 8.0, 60.0), False))
     veil = 0.0 if very_light else 0.3 * rate ** 0.65 / 1000
@@ -193,10 +200,9 @@ def _streaks(h: int, w: int, layer: Layer, lam: float, g: torch.Generator) -> tu
     length = (fall_speed(diam) * layer.speed_px).clamp(min=1.0)
     size = diam * layer.drop_px  # drop image diameter, px
     area = math.pi / 4 * size * size * layer.gain  # px^2 (lit); spread along the streak, the blur spreads it across
-    fold = min(layer.density / rendered, FOLD)  # a rendered drop stands for up to FOLD drops (they overlap anyway)
-    opacity = area / length * fold
-    # the drops beyond that (far slabs: several per pixel) merge into an even film: their mean coverage
-    film = min(0.3, (layer.density - rendered * fold) * float(area.mean()))
+    opacity = area / length
+    # the drops beyond the cap (far slabs: several per pixel) merge into an even film: their mean coverage
+    film = min(0.3, (layer.density - rendered) * float(area.mean()))
     steps = length.round().long().clamp(min=1, max=longest)
     y0 = torch.randint(0, rows, (count,), generator=g)
     x0 = torch.randint(0, side, (count,), generator=g)
