@@ -87,15 +87,22 @@ def _split_key(key: int | Key) -> Key:
 
 
 class SyntheticRain(Dataset[Sample]):
-    """Clean images with synthetic rain made on the fly: a random crop, a flip, then rain of ``style``."""
+    """Clean images with synthetic rain made on the fly: a random crop, a flip, then rain of ``style``.
+
+    clean_share: the share of samples left without rain (input = target, empty mask), so that a model learns to
+    leave a rain-free image as it is ("do no harm"); 0 (default) draws exactly the rain it always did.
+    """
 
     def __init__(self, files: Sequence[str | Path], *, style: str = "light", crop: int = 64, flips: bool = True,
-                 seed: int = 0, textures: Sequence[Tensor] = ()) -> None:
+                 seed: int = 0, textures: Sequence[Tensor] = (), clean_share: float = 0.0) -> None:
         if not files:
             raise DataError("no clean images given")
+        if not 0.0 <= clean_share < 1.0:
+            raise DataError(f"clean_share must be at least 0 and below 1, got {clean_share!r}")
         self.files = [Path(f) for f in files]
         self.style, self.crop, self.flips, self.seed = style, crop, flips, seed
         self.textures = list(textures)
+        self.clean_share = clean_share
 
     def __len__(self) -> int:
         return len(self.files)
@@ -104,6 +111,8 @@ class SyntheticRain(Dataset[Sample]):
         index, draw = _split_key(key)
         g = generator("synthetic", self.seed, draw)
         (clean,) = _augment(g, [read_image(self.files[index]).image[0]], self.crop, self.flips)
+        if self.clean_share and float(torch.rand((), generator=g)) < self.clean_share:
+            return clean, clean.clone(), torch.zeros_like(clean[:1])
         rainy, mask = add_rain(clean, style=self.style, g=g, textures=self.textures)
         return rainy, clean, mask
 

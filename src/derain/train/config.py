@@ -41,6 +41,7 @@ class DataConfig:
     flips: bool = True
     batch: int = 12
     workers: int = 2
+    clean_share: float = 0.0    # synthetic: share of training crops left rain-free (target = input: "do no harm")
     val_count: int = 8          # synthetic: the first N clean images are held out for validation
     val_size: int = 128
 
@@ -161,6 +162,8 @@ def _validate(cfg: Config) -> Config:
             raise InputError(f"{key} must be at least 1, got {value}")
     if cfg.data.workers < 0 or cfg.data.val_count < 0:
         raise InputError("data.workers and data.val_count must be >= 0")
+    if not 0.0 <= cfg.data.clean_share < 1.0:
+        raise InputError(f"data.clean_share must be at least 0 and below 1, got {cfg.data.clean_share}")
     if not cfg.optim.lr > 0:
         raise InputError(f"optim.lr must be positive, got {cfg.optim.lr}")
     if any(not 0 < m < 1 for m in cfg.schedule.milestones):
