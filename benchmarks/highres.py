@@ -13,7 +13,7 @@ Sets (``--sets``):
     python benchmarks/highres.py --photos real_rain_large --figure docs/highres_real.png   # real photos, timed
     python benchmarks/highres.py --large 4000x3000 --scales 1 auto                         # time and peak memory
 
-``--json`` writes every number. Data come from the named sets (``$DERAIN_SHARED`` as a local mirror, otherwise
+``--json`` writes every number. Data come from the named sets (``$DERAIN_DATA`` as a local mirror, otherwise
 downloaded on first use).
 """
 

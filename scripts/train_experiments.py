@@ -16,7 +16,7 @@ with ``train.steps`` set to the budget (the lr milestones stay at the same fract
 Reproduce every run (one core each; two at a time on a 2-core machine; 500 steps took 26-31 minutes per pair
 of runs on a busy machine)::
 
-    . .venv/bin/activate && export DERAIN_SHARED=/work/shared
+    . .venv/bin/activate && export DERAIN_DATA=/work/shared/data
     mkdir -p ~/derain-runs/exp
     run() { nohup nice -n 10 python scripts/train_experiments.py --variant $1 > ~/derain-runs/exp/$1.log 2>&1 & }
     run base; run l1ssim; wait                  # the loss
@@ -289,7 +289,7 @@ def rain_stats(pairs: Any) -> dict[str, Any]:
 
 
 def stats(name: str) -> None:
-    shared = Path(os.environ.get("DERAIN_SHARED", ROOT.parent / "shared")) / "data"
+    shared = Path(os.environ.get("DERAIN_DATA", ROOT.parent / "shared" / "data"))  # the data sets' mirror
     if name == "real":
         for s in EVAL_SETS:
             data = PairedFolder(s)

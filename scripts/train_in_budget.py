@@ -15,7 +15,7 @@ recipe's schedule. A ``--snapshot`` variant stops at S/2, is saved and resumes. 
 Written to ``--out``: ``<variant>.safetensors`` (and ``<variant>_half.safetensors``) in float16 (``derain convert
 --float16``: a JDNet is 9.4 MB instead of 19), and ``logs.tar.gz`` (each run's config.yaml, log.csv,
 summary.json and output). Runs live in ``--runs`` (default a temporary folder). Data sets are found as
-``derain train`` finds them (``DERAIN_SHARED``, the cache).
+``derain train`` finds them (the local mirror ``DERAIN_DATA``, the cache).
 """
 
 from __future__ import annotations

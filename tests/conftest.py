@@ -51,9 +51,11 @@ def _shared_root() -> Path:
     return Path(os.environ.get("DERAIN_SHARED", REPO.parent / "shared")).resolve()
 
 
-# The library finds a local copy of a data set only through $DERAIN_SHARED (it never guesses ../shared), so the
-# tests' default (../shared beside the repository) is exported for it and for the scripts the tests start.
+# DERAIN_SHARED is the tests' own variable. The library finds a local copy of a data set only through
+# $DERAIN_DATA (it never guesses ../shared), so the shared folder's data/ is exported as that mirror, and the
+# shared folder itself for the scripts the tests start.
 os.environ["DERAIN_SHARED"] = str(_shared_root())
+os.environ["DERAIN_DATA"] = str(_shared_root() / "data")
 
 
 def require_shared(*parts: str) -> Path:
@@ -175,7 +177,7 @@ class LoopbackHub:
 @pytest.fixture
 def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """A loopback hub serving ../shared/weights/official and ../shared/data under their sources' URLs, with an
-    empty cache (``DERAIN_CACHE``), no ``DERAIN_WEIGHTS`` and no ``DERAIN_SHARED`` mirror."""
+    empty cache (``DERAIN_CACHE``), no ``DERAIN_WEIGHTS`` and no ``DERAIN_DATA`` mirror."""
     from derain.data import sets
     from derain.weights import CATALOG
 
@@ -199,7 +201,8 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.setenv("DERAIN_HUB_RETRIES", "3")
     monkeypatch.setenv("DERAIN_HUB_TIMEOUT", "10")
     monkeypatch.delenv("DERAIN_WEIGHTS", raising=False)
-    monkeypatch.delenv("DERAIN_SHARED", raising=False)
+    monkeypatch.delenv("DERAIN_DATA", raising=False)
+    monkeypatch.delenv("DERAIN_SHARED", raising=False)  # nor the mirror's deprecated name
     server.cache = cache  # type: ignore[attr-defined]
     yield server
     server.close()

@@ -309,3 +309,26 @@ def test_rain100l(shared_dir: Path) -> None:
 def test_real_rain_photos_have_no_detectable_layout(shared_dir: Path) -> None:
     with pytest.raises(DataError, match="cannot tell the dataset layout"):
         PairedFolder(require_shared("data", "real_rain", "rain"))
+
+
+def test_a_local_mirror_of_the_data_sets_is_searched_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    from derain.data import sets
+
+    monkeypatch.setenv("DERAIN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("DERAIN_SHARED", raising=False)
+    (tmp_path / "mirror" / "rain100L").mkdir(parents=True)
+    monkeypatch.setenv("DERAIN_DATA", str(tmp_path / "mirror"))
+    assert sets.resolve("RAIN100l", download=False) == tmp_path / "mirror" / "rain100L"
+    assert sets.local_folder(sets.SETS["rain100H"]) is None  # a mirror without the set: not there
+    # the variable's former name: $DERAIN_SHARED/data/<name>, with a warning that says what to set instead
+    monkeypatch.delenv("DERAIN_DATA")
+    (tmp_path / "old" / "data" / "rain100L").mkdir(parents=True)
+    monkeypatch.setenv("DERAIN_SHARED", str(tmp_path / "old"))
+    with pytest.warns(FutureWarning, match=re.escape(f"set DERAIN_DATA={tmp_path / 'old' / 'data'} instead")):
+        assert sets.mirror(sets.SETS["rain100L"]) == tmp_path / "old" / "data" / "rain100L"
+    monkeypatch.delenv("DERAIN_SHARED")
+    assert sets.mirror(sets.SETS["rain100L"]) is None
+    with pytest.raises(DataError, match=r"rain100L: not downloaded yet"):
+        sets.resolve("rain100L", download=False)

@@ -192,6 +192,7 @@ def test_jdnet_file_with_other_keys_names_them(hub, tmp_path, monkeypatch) -> No
 
 def test_spanet_real_works_without_network_or_shared(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.delenv("DERAIN_WEIGHTS", raising=False)
+    monkeypatch.delenv("DERAIN_DATA", raising=False)
     monkeypatch.delenv("DERAIN_SHARED", raising=False)
     monkeypatch.setenv("DERAIN_CACHE", str(tmp_path / "empty"))  # DERAIN_HUB: a dead port (conftest)
     restorer = derain.load("spanet.real", device="cpu")
@@ -295,7 +296,7 @@ def test_generalization_sets_come_by_name_through_the_hub(hub, tmp_path: Path, c
     folder = hub.cache / "data" / "nturain_a1"
     assert (folder / ".complete").is_file() and len(list((folder / "norain").iterdir())) == 42
     assert hub.downloads() == 84  # the whole set (42 pairs), no weights: spanet.real is bundled
-    monkeypatch.setenv("DERAIN_SHARED", str(require_shared()))  # the same set from the local mirror
+    monkeypatch.setenv("DERAIN_DATA", str(require_shared("data")))  # the same set from the local mirror
     local = _eval_json(["--weights", "spanet.real", "--data", "nturain_a1", "--limit", "1"], tmp_path / "local.json")
     assert [r["name"] for r in fetched] == [r["name"] for r in local] == ["001.jpg"]
     assert [r["psnr"] for r in fetched] == [r["psnr"] for r in local]

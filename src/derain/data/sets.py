@@ -3,7 +3,8 @@
 Each set ships as a manifest in the package (``assets/datasets/<name>.tsv``: the GitHub repository and commit it
 comes from, every file's original path, sha256 and size). :func:`resolve` turns a name into a local folder:
 
-1. ``$DERAIN_SHARED/data/<name>`` when that variable names a local mirror holding the set;
+1. ``$DERAIN_DATA/<name>`` when that variable names a local mirror of the data sets holding the set (the
+   deprecated ``$DERAIN_SHARED/data/<name>`` is still read, with a warning, when ``DERAIN_DATA`` is not set);
 2. the cache, ``$DERAIN_CACHE/data/<name>`` (default ``~/.cache/derain/data/<name>``), once complete;
 3. otherwise every missing file is fetched from ``$DERAIN_HUB/<owner>/<repo>/<commit>/<original path>`` with
    the downloader of the weights (timeout, retries, sha256 check, atomic), and the set is marked complete.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import csv
 import os
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,8 @@ from tqdm import tqdm
 from derain.errors import DataError
 from derain.io.download import Source, cache_dir, fetch, file_digest
 
-SHARED_ENV = "DERAIN_SHARED"
+DATA_ENV = "DERAIN_DATA"       # a local mirror of the data sets: $DERAIN_DATA/<name>, searched first
+_DEPRECATED_ENV = "DERAIN_SHARED"  # its former name, a folder whose data/<name> held the sets
 _MANIFESTS = Path(__file__).resolve().parent.parent / "assets" / "datasets"
 _COMPLETE = ".complete"
 
@@ -107,12 +110,29 @@ def exclusions(dataset: DataSet) -> set[str]:
     return {row["bsds_file"] for row in rows}
 
 
-def mirror(dataset: DataSet) -> Path | None:
-    """``$DERAIN_SHARED/data/<name>`` when set and present (a local copy, searched first)."""
-    root = os.environ.get(SHARED_ENV)
-    if not root:
+def mirror_root() -> Path | None:
+    """The local mirror of the data sets, ``$DERAIN_DATA`` (each set in a folder of its name), or None.
+
+    The variable's former name is still read when ``DERAIN_DATA`` is not set: ``$DERAIN_SHARED/data``, with a
+    warning that says what to set instead."""
+    root = os.environ.get(DATA_ENV)
+    if root:
+        return Path(root).expanduser()
+    old = os.environ.get(_DEPRECATED_ENV)
+    if not old:
         return None
-    folder = Path(root).expanduser() / "data" / dataset.name
+    folder = Path(old).expanduser() / "data"
+    warnings.warn(f"{_DEPRECATED_ENV} is deprecated as the data sets' local mirror: set {DATA_ENV}={folder} "
+                  "instead", FutureWarning, stacklevel=3)
+    return folder
+
+
+def mirror(dataset: DataSet) -> Path | None:
+    """``$DERAIN_DATA/<name>`` when set and present (a local copy, searched first)."""
+    root = mirror_root()
+    if root is None:
+        return None
+    folder = root / dataset.name
     return folder if folder.is_dir() else None
 
 
@@ -140,7 +160,7 @@ def fetch_set(dataset: DataSet, *, progress: bool | None = None, workers: int = 
               disable=not (show and todo)) as bar:
         def one(entry: Entry) -> None:
             fetch(entry.source, folder / entry.file, label=f"{dataset.name}/{entry.file}", progress=False,
-                  by_hand=f"or the whole set under ${SHARED_ENV}/data/{dataset.name}")
+                  by_hand=f"or the whole set under ${DATA_ENV}/{dataset.name}")
             bar.update(1)
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
