@@ -13,8 +13,9 @@ Camera
     in 2-50 m.
 Drops
     Marshall & Palmer (1948): ``N(D) = 8000 exp(-L D)`` per m^3 per mm, ``L = 4.1 R^-0.21`` per mm, rain rate R
-    log-uniform in 0.5-50 mm/h (light to violent rain; AMS glossary). Streak-casting drops are D >= 0.5 mm; each drop's
-    size is drawn from that tail (so sizes, hence speeds and streak lengths, vary within a layer). Fall speed
+    log-uniform in 0.5-100 mm/h (light to violent rain, AMS glossary; 100 mm/h is a cloudburst's). Streak-casting
+    drops are D >= 0.5 mm; each drop's size is drawn from that tail (so sizes, hence speeds and streak lengths, vary
+    within a layer). Fall speed
     ``v = 9.65 - 10.3 exp(-0.6 D)`` m/s (Atlas et al. 1973, a fit to Gunn & Kinzer 1949).
 Streaks (Garg & Nayar 2004/2007, "Vision and rain")
     A drop at depth Z images to ``d = f D / Z`` px and falls ``f v T / Z`` px during the exposure (the streak's length).
@@ -28,7 +29,7 @@ Streaks (Garg & Nayar 2004/2007, "Vision and rain")
     by the environment faint, as they are on a bright day; rain shows in photos when drops are lit (the sun or a
     lamp behind the rain, a flash): their specular and internal reflections (Garg & Nayar 2006) carry the light
     source's radiance, orders of magnitude above the environment's average. A per-layer lighting gain on alpha,
-    log-uniform in 2-30 (8-60 for drizzle, invisible unless lit; 1-60 in the very light images, so from unlit,
+    log-uniform in 2-60 (8-60 for drizzle, invisible unless lit; 1-60 in the very light images, so from unlit,
     invisible drizzle up), stands for that. Its upper ends were checked by eye against real rainy photos
     (``docs/rain_styles.png``), nothing measured on them.
 Depths
@@ -140,7 +141,7 @@ def draw_plan(g: torch.Generator, scale: float = 1.0, *, textures: bool = False)
     aperture = _log_uniform(g, 1.5e-3, 10e-3)
     focus = _log_uniform(g, 2.0, 50.0)
     very_light = float(torch.rand((), generator=g)) < VERY_LIGHT
-    rate = _log_uniform(g, 0.05, 0.5) if very_light else _log_uniform(g, 0.5, 50.0)
+    rate = _log_uniform(g, 0.05, 0.5) if very_light else _log_uniform(g, 0.5, 100.0)
     lam = 4.1 * rate ** -0.21
     wind = max(-8.0, min(8.0, 2.0 * _normal(g)))
 
@@ -163,7 +164,7 @@ def draw_plan(g: torch.Generator, scale: float = 1.0, *, textures: bool = False)
         tex_slab = int(torch.randint(1, 3, (), generator=g)) if textures and float(
             torch.rand((), generator=g)) < 0.3 else -1
         for k in range(len(DEPTHS) - 1):
-            layers.append(layer(DEPTHS[k], DEPTHS[k + 1], 0.5, 6.0, (2.0, 30.0), k == tex_slab))
+            layers.append(layer(DEPTHS[k], DEPTHS[k + 1], 0.5, 6.0, (2.0, 60.0), k == tex_slab))
     if very_light or float(torch.rand((), generator=g)) < 0.5:
         layers.append(layer(0.3, 3.0, 0.1, 0.5, (1.0 if very_light else 8.0, 60.0), False))
     veil = 0.0 if very_light else 0.3 * rate ** 0.65 / 1000
@@ -276,7 +277,9 @@ def add_diverse_rain(clean: Tensor, g: torch.Generator, textures: Sequence[Tenso
         film = 0.0
         if layer.texture:
             pick = int(torch.randint(0, len(textures), (), generator=g))
-            p = StreakParams(density=(0, 0), length=(1, 1), width=(0, 0), gain=(0.1, 0.1 * layer.gain), spread=0)
+            # the textures' streaks peak near 1: scaled to the opacity of a lit procedural streak (~0.01 x gain)
+            p = StreakParams(density=(0, 0), length=(1, 1), width=(0, 0), gain=(0.01 * layer.gain, 0.02 * layer.gain),
+                             spread=0)
             alpha = _texture_layer(h, w, layer.angle, textures[pick], p, g, scale)
         else:
             alpha, film = _streaks(h, w, layer, lam, g)
