@@ -88,6 +88,15 @@ def test_no_private_names_from_training_outside_it() -> None:
     assert not found, "; ".join(found)
 
 
+def test_every_benchmark_and_script_has_its_line_in_the_index() -> None:
+    """benchmarks/README.md and scripts/README.md: one line per file (what it measures or makes, how long, which
+    docs table it feeds)."""
+    missing = [f"{folder}/{path.name}" for folder in ("benchmarks", "scripts")
+               for path in sorted((REPO / folder).glob("*.py"))
+               if f"| `{path.name}` |" not in (REPO / folder / "README.md").read_text()]
+    assert not missing, "add a line to the folder's README.md for: " + ", ".join(missing)
+
+
 def test_ruff_is_clean() -> None:
     ruff = shutil.which("ruff")
     if ruff is None:
