@@ -2,8 +2,12 @@
 
 The router is a linear classifier on :func:`derain.archs.prenet.rain_features`, fitted (logistic regression,
 L-BFGS, a small L2 penalty) on synthetic rain only: 200 BSDS500 training photos (never the 8 held out for
-validation, never the 91 Rain100 ground truths), each with light and with heavy rain of the shipped styles at
-fixed seeds. It then reports how it routes the real Rain100L/H inputs (a check, never used to fit).
+validation, never the 91 Rain100 ground truths) at fixed seeds. ``--labels styles`` (until 2026-12-05): each photo
+with light and with heavy rain of the shipped styles, labelled by the style (those styles were calibrated to
+Rain100L/H's statistics). ``--labels better``: each photo with ``diverse`` rain (a physical model fitted to no
+test set), one in five left rain-free, labelled by which of the two networks restores it better (PSNR on Y) —
+the router learns where each network helps, whatever the rain looks like. It then reports how it routes the real
+Rain100L/H inputs (a check, never used to fit).
 
     python scripts/make_default.py --light ~/derain-runs/long/light/weights.safetensors \\
         --heavy ~/derain-runs/long/heavy/weights.safetensors -o src/derain/assets/weights/derain.default.safetensors
@@ -42,6 +46,27 @@ def synthetic_features(count: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(feats), torch.tensor(labels)
 
 
+def better_features(count: int, light: torch.nn.Module, heavy: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of training photos with diverse rain (one in five rain-free), labelled 1 where the heavy network
+    restores the photo better than the light one."""
+    from derain.metrics import psnr
+
+    root, never = resolve_images("bsds500")
+    files = clean_files(root, drop=never)[8:8 + count]  # the first 8 are training's validation photos
+    textures = load_textures(resolve_images("rain_streaks")[0])
+    feats, labels = [], []
+    with torch.no_grad():
+        for k, path in enumerate(files):
+            clean = read_image(path).image
+            g = generator("router-better", k)
+            rainy = clean if k % 5 == 4 else add_rain(clean[0], style="diverse", g=g, textures=textures)[0][None]
+            scores = [float(psnr(net(rainy).image.clamp(0, 1), clean, data_range=1.0, y_channel=True))
+                      for net in (light, heavy)]
+            feats.append(rain_features(rainy)[0])
+            labels.append(float(scores[1] > scores[0]))
+    return torch.stack(feats), torch.tensor(labels)
+
+
 def fit_router(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
     mean, scale = x.mean(0), x.std(0)
     z = (x - mean) / scale
@@ -65,14 +90,19 @@ def main() -> None:
     parser.add_argument("--heavy", required=True)
     parser.add_argument("-o", "--output", type=Path, required=True)
     parser.add_argument("--photos", type=int, default=200)
+    parser.add_argument("--labels", choices=("styles", "better"), default="better",
+                        help="styles: light vs heavy style (fitted to Rain100L/H); better: the network that "
+                             "restores diverse rain better")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    x, y = synthetic_features(args.photos)
-    router = fit_router(x, y)
-    pair = derain.create_model("prn_pair")
+    pair = derain.create_model("prn_pair").eval()
     pair.light.load_state_dict(derain.weights.load_weights(args.light).build().state_dict())
     pair.heavy.load_state_dict(derain.weights.load_weights(args.heavy).build().state_dict())
+    x, y = (synthetic_features(args.photos) if args.labels == "styles"
+            else better_features(args.photos, pair.light, pair.heavy))
+    print(f"{int(y.sum())} of {len(y)} training images restored better by the heavy network")
+    router = fit_router(x, y)
     for name, value in router.items():
         getattr(pair, name).copy_(value)
     z = (x - router["router_mean"]) / router["router_scale"]
@@ -85,7 +115,8 @@ def main() -> None:
         checks[name] = f"{right}/{len(data)}"
         print(f"{name}: {right}/{len(data)} images routed to the {'heavy' if heavy else 'light'} network (check only)")
     write_weights(args.output, model="prn_pair", options={}, state_dict=pair.state_dict(), name="derain.default",
-                  extra={"router": json.dumps({"synthetic_accuracy": round(accuracy, 4), **checks})})
+                  extra={"router": json.dumps({"labels": args.labels, "synthetic_accuracy": round(accuracy, 4),
+                                               **checks})})
     print(f"wrote {args.output}")
 
 
