@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--diverse", type=int, default=3, help="draws of the diverse style per photo")
     parser.add_argument("--real", nargs="+", default=["002", "011", "045", "053", "079", "056"],
                         help="file stems of the real_rain set (these: street, haze, forest, dense, backlit, dark)")
-    parser.add_argument("--cell", type=int, nargs=2, default=(200, 140), metavar=("W", "H"),
+    parser.add_argument("--cell", type=int, nargs=2, default=(200, 136), metavar=("W", "H"),
                         help="crop size; the PNG stays under ~1.5 MB at the defaults")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "rain_styles.png")

@@ -36,9 +36,10 @@ Depths
     Four slabs from 0.3 m to 15 m, log-spaced. Drops per image pixel in a slab [Z1, Z2] are
     ``n (Z2^3 - Z1^3) / (3 f^2)`` (the pixel's frustum), so near slabs are sparse and far ones dense; near drops are
     wide (``d`` large) and defocused (blur circle ``f A |1/Z - 1/Z_focus|``), far ones thin and sub-pixel.
-    Rendering caps a layer's drop density at 0.02 per pixel; the rest of a far slab's coverage (several sub-pixel
-    drops per pixel) becomes an even film of the same mean opacity (at most 0.3): the way far rain merges into a
-    veil. The mask leaves the film out.
+    Rendering caps a layer's drop density at 0.05 per pixel (as many faint, thin streaks as a dense far slab
+    shows); the rest of a far slab's drops (several sub-pixel ones per pixel) are left to the veil below, whose
+    extinction already counts them. (Rendering them as an even film as well counted them twice and washed out a
+    large share of the training crops.)
 Wind
     A horizontal wind of N(0, 2) m/s per image, clipped to +-8 (near the ground, where photos are taken, winds in
     rain are mostly light to moderate: Beaufort 0-4), plus a gust of N(0, 1) m/s per layer; a streak's angle from
@@ -53,9 +54,12 @@ Very light rain
 Accumulation veil
     Rain scatters like fog: extinction ``sigma ~ 0.3 R^0.65`` per km (the power laws of visibility in rain, e.g.
     Atlas 1953), transmission ``t = exp(-sigma Z)`` (Koschmieder), ``B' = t B + (1 - t) A`` in linear light with A
-    (atmospheric light) U(0.6, 0.95). The scene depth Z runs from 5 m to Zmax (log-uniform 20-2000 m: a street to a
-    landscape) along a monotone proxy from the photo: higher rows are farther (the ground-plane prior) mixed with
-    the local dark channel (bright, colourless regions are far: He et al. 2009). A crop sees a random slice of rows.
+    (atmospheric light) U(0.6, 0.95). The scene depth Z runs from 5 m to Zmax, log-uniform 20-500 m (the clean
+    training photos, BSDS500, are mostly people, animals, buildings and streets within a few hundred metres, few
+    distant landscapes; a range to 2000 m left 7% of the images more than 90% veiled at their far end, washed-out
+    crops with little left to recover; now 0.3%), along a monotone proxy from the photo: higher rows are farther
+    (the ground-plane prior) mixed with the local dark channel (bright, colourless regions are far: He et al.
+    2009). A crop sees a random slice of rows.
 Splashes
     With probability 0.35, drops lit near a light source show as short, bright specks where the background is dark
     (weighted by (1 - luminance)^2): 2e-4 - 2e-3 per pixel, 1-4 px long.
@@ -84,7 +88,7 @@ GAMMA = 2.2  # sRGB <-> linear light, the usual approximation
 VERY_LIGHT = 0.15  # share of images with drizzle only
 DEPTHS = (0.3, 0.8, 2.1, 5.6, 15.0)  # slab bounds in metres (log-spaced)
 MAX_ANGLE = 45.0
-DENSITY_CAP = 0.02  # rendered drops per pixel in one layer (the rest become an even film)
+DENSITY_CAP = 0.05  # rendered drops per pixel in one layer (the rest are the veil's)
 
 
 @dataclass(frozen=True)
@@ -168,7 +172,7 @@ def draw_plan(g: torch.Generator, scale: float = 1.0, *, textures: bool = False)
     if very_light or float(torch.rand((), generator=g)) < 0.5:
         layers.append(layer(0.3, 3.0, 0.1, 0.5, (1.0 if very_light else 8.0, 60.0), False))
     veil = 0.0 if very_light else 0.3 * rate ** 0.65 / 1000
-    zmax = _log_uniform(g, 20.0, 2000.0)
+    zmax = _log_uniform(g, 20.0, 500.0)
     light = _uniform(g, 0.6, 0.95)
     drop = _uniform(g, 0.5, 1.0)
     additive = float(torch.rand((), generator=g)) < 0.25
@@ -182,10 +186,10 @@ def draw_plan(g: torch.Generator, scale: float = 1.0, *, textures: bool = False)
                 drop=drop, additive=additive, splashes=splashes, compression=compression, quality=quality)
 
 
-def _streaks(h: int, w: int, layer: Layer, lam: float, g: torch.Generator) -> tuple[Tensor, float]:
-    """The opacity ``(h, w)`` of one layer's streaks and of its even film: drops of sizes drawn from the
-    Marshall-Palmer tail, each a vertical streak as long as its fall in the exposure carrying the drop's image
-    area, blurred, then rotated to the layer's angle (drawn in a frame that covers the image at any angle)."""
+def _streaks(h: int, w: int, layer: Layer, lam: float, g: torch.Generator) -> Tensor:
+    """The opacity ``(h, w)`` of one layer's streaks: drops of sizes drawn from the Marshall-Palmer tail, each a
+    vertical streak as long as its fall in the exposure carrying the drop's image area, blurred, then rotated to
+    the layer's angle (drawn in a frame that covers the image at any angle)."""
     side = math.ceil(math.hypot(h, w)) + 2
     d_lo, d_hi = layer.sizes
     longest = max(1, math.ceil(float(fall_speed(d_hi)) * layer.speed_px))
@@ -193,7 +197,7 @@ def _streaks(h: int, w: int, layer: Layer, lam: float, g: torch.Generator) -> tu
     rendered = min(layer.density, DENSITY_CAP)
     count = int(rendered * rows * side + float(torch.rand((), generator=g)))
     if count == 0:
-        return torch.zeros(h, w), 0.0
+        return torch.zeros(h, w)
     # drop diameters: the exponential tail of Marshall-Palmer above d_lo, truncated at d_hi
     u = torch.rand(count, generator=g)
     span = 1 - math.exp(-lam * (d_hi - d_lo))
@@ -202,8 +206,6 @@ def _streaks(h: int, w: int, layer: Layer, lam: float, g: torch.Generator) -> tu
     size = diam * layer.drop_px  # drop image diameter, px
     area = math.pi / 4 * size * size * layer.gain  # px^2 (lit); spread along the streak, the blur spreads it across
     opacity = area / length
-    # the drops beyond the cap (far slabs: several per pixel) merge into an even film: their mean coverage
-    film = min(0.3, (layer.density - rendered) * float(area.mean()))
     steps = length.round().long().clamp(min=1, max=longest)
     y0 = torch.randint(0, rows, (count,), generator=g)
     x0 = torch.randint(0, side, (count,), generator=g)
@@ -217,7 +219,7 @@ def _streaks(h: int, w: int, layer: Layer, lam: float, g: torch.Generator) -> tu
     frame.index_add_(0, (yy[keep] * side + x0[drop_of][keep]), opacity[drop_of][keep])
     frame = frame.view(1, 1, rows, side)[..., longest:, :]
     frame = _gaussian_blur(frame, layer.sigma) if layer.sigma >= 0.3 else frame
-    return _rotate(frame, h, w, layer.angle), film
+    return _rotate(frame, h, w, layer.angle)
 
 
 def _rotate(frame: Tensor, h: int, w: int, angle: float) -> Tensor:
@@ -264,17 +266,16 @@ def add_diverse_rain(clean: Tensor, g: torch.Generator, textures: Sequence[Tenso
                      mask_threshold: float = 0.05, scale: float = 1.0,
                      plan: Plan | None = None) -> tuple[Tensor, Tensor]:
     """Diverse rain on a clean ``(3, H, W)`` image in [0, 1]: ``(rainy, mask)``; the mask marks where streaks and
-    specks change the background (veiled, and under the far slabs' even film) by more than ``mask_threshold``,
+    specks change the (veiled) background by more than ``mask_threshold``,
     before compression."""
     if plan is None:
         plan = draw_plan(g, scale, textures=bool(textures))
     h, w = clean.shape[-2:]
     lam = 4.1 * plan.rate ** -0.21
     clean = clean.float()
-    # opacity of all layers: 1 - prod(1 - alpha_k); the far slabs' even film is kept apart for the mask
-    clear, film_clear = torch.ones(h, w), 1.0
+    # opacity of all layers: 1 - prod(1 - alpha_k)
+    clear = torch.ones(h, w)
     for layer in plan.layers:
-        film = 0.0
         if layer.texture:
             pick = int(torch.randint(0, len(textures), (), generator=g))
             # the textures' streaks peak near 1: scaled to the opacity of a lit procedural streak (~0.01 x gain)
@@ -282,23 +283,19 @@ def add_diverse_rain(clean: Tensor, g: torch.Generator, textures: Sequence[Tenso
                              spread=0)
             alpha = _texture_layer(h, w, layer.angle, textures[pick], p, g, scale)
         else:
-            alpha, film = _streaks(h, w, layer, lam, g)
-        clear = clear * (1 - (alpha + film).clamp(0, 0.95))
-        film_clear *= 1 - film
-    alpha, film = 1 - clear, 1 - film_clear
+            alpha = _streaks(h, w, layer, lam, g)
+        clear = clear * (1 - alpha.clamp(0, 0.95))
+    alpha = 1 - clear
     linear = clean ** GAMMA
     if plan.veil > 0:
         depth = 5.0 * (plan.zmax / 5.0) ** depth_proxy(clean, g, scale)
         t = torch.exp(-plan.veil * depth)
         linear = linear * t + (1 - t) * plan.light ** GAMMA
-    if plan.additive:
-        rain, filmed = linear + alpha * plan.drop, linear + film * plan.drop
-    else:
-        rain, filmed = linear * (1 - alpha) + alpha * plan.drop, linear * (1 - film) + film * plan.drop
-    background = filmed.clamp(0, 1) ** (1 / GAMMA)  # what the mask compares with: veil and film are not streaks
+    rain = linear + alpha * plan.drop if plan.additive else linear * (1 - alpha) + alpha * plan.drop
+    background = linear.clamp(0, 1) ** (1 / GAMMA)  # what the mask compares with: the veil is not streaks
     rainy = rain.clamp(0, 1) ** (1 / GAMMA)
     if plan.splashes > 0:
-        speck, _ = _streaks(h, w, Layer(depth=1.0, angle=_uniform(g, -MAX_ANGLE, MAX_ANGLE), density=plan.splashes,
+        speck = _streaks(h, w, Layer(depth=1.0, angle=_uniform(g, -MAX_ANGLE, MAX_ANGLE), density=plan.splashes,
                                      sizes=(3.0, 3.0), speed_px=_uniform(g, 0.1, 0.5) * scale,
                                      drop_px=1.0 * scale, sigma=_uniform(g, 0.5, 1.2) * scale, gain=1.0), 1.0, g)
         speck = (speck / speck.amax().clamp(min=1e-6)) * _uniform(g, 0.4, 1.0) if speck.amax() > 0 else speck
