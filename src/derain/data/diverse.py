@@ -15,8 +15,8 @@ Drops
     Marshall & Palmer (1948): ``N(D) = 8000 exp(-L D)`` per m^3 per mm, ``L = 4.1 R^-0.21`` per mm, rain rate R
     log-uniform in 0.5-100 mm/h (light to violent rain, AMS glossary; 100 mm/h is a cloudburst's). Streak-casting
     drops are D >= 0.5 mm; each drop's size is drawn from that tail (so sizes, hence speeds and streak lengths, vary
-    within a layer). Fall speed
-    ``v = 9.65 - 10.3 exp(-0.6 D)`` m/s (Atlas et al. 1973, a fit to Gunn & Kinzer 1949).
+    within a layer). Fall speed ``v = 9.65 - 10.3 exp(-0.6 D)`` m/s (Atlas et al. 1973, a fit to Gunn & Kinzer
+    1949).
 Streaks (Garg & Nayar 2004/2007, "Vision and rain")
     A drop at depth Z images to ``d = f D / Z`` px and falls ``f v T / Z`` px during the exposure (the streak's length).
     It covers a pixel for only part of the exposure, so a streak is an *opacity* ``alpha``: the drop's image area
@@ -35,7 +35,9 @@ Streaks (Garg & Nayar 2004/2007, "Vision and rain")
 Depths
     Four slabs from 0.3 m to 15 m, log-spaced. Drops per image pixel in a slab [Z1, Z2] are
     ``n (Z2^3 - Z1^3) / (3 f^2)`` (the pixel's frustum), so near slabs are sparse and far ones dense; near drops are
-    wide (``d`` large) and defocused (blur circle ``f A |1/Z - 1/Z_focus|``), far ones thin and sub-pixel.
+    wide (``d`` large) and defocused (blur circle ``f A |1/Z - 1/Z_focus|``), far ones thin and sub-pixel. A near
+    drop carries (Z_far / Z_near)^2 times a far one's light, so near streaks are the bright, wide ones; per pixel
+    an in-focus streak's alpha (~ d / length) does not depend on Z, and defocus spreads it thinner.
     Rendering caps a layer's drop density at 0.05 per pixel (as many faint, thin streaks as a dense far slab
     shows); the rest of a far slab's drops (several sub-pixel ones per pixel) are left to the veil below, whose
     extinction already counts them. (Rendering them as an even film as well counted them twice and washed out a
@@ -67,6 +69,9 @@ Compression (the rainy input only; the clean target is untouched)
     None (35%), a JPEG round trip at quality 35-95 (45%: phones save at 85-95, the web re-compresses lower), or a
     video-like one at quality 10-30 with 4:2:0 chroma (20%: visible 8 x 8 blocking), on a random 8 x 8 grid offset
     since a crop does not start on the photo's block grid.
+
+The shares (15% very light, 50% with drizzle, 35% with specks, 25% additive, the compression mix) are design
+choices for coverage, not measurements of anything.
 """
 
 from __future__ import annotations
