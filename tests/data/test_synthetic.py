@@ -176,16 +176,17 @@ def test_diverse_is_seeded_in_range_and_selectable() -> None:
     assert "diverse" in STYLE_NAMES and DataConfig(style="diverse").style == "diverse"
     clean = _scene()
     original = clean.clone()
-    for seed in range(4):
+    first = []
+    for seed in range(3):
         a, ma = add_rain(clean, style="diverse", seed=seed)
         b, mb = add_rain(clean, style="diverse", seed=seed)
         assert torch.equal(a, b) and torch.equal(ma, mb)
         assert a.shape == clean.shape and ma.shape == (1, *clean.shape[1:]) and a.dtype == clean.dtype
         assert a.min() >= 0 and a.max() <= 1 and set(ma.unique().tolist()) <= {0.0, 1.0}
+        first.append(a)
     assert torch.equal(clean, original)  # the clean target is never touched
-    assert not torch.equal(add_rain(clean, style="diverse", seed=0)[0], add_rain(clean, style="diverse", seed=1)[0])
-    changed = [float((add_rain(clean, style="diverse", seed=s)[0] - clean).abs().mean()) for s in range(8)]
-    assert max(changed) > 0.02  # rain is visible on most draws
+    assert not torch.equal(first[0], first[1])
+    assert max(float((a - clean).abs().mean()) for a in first) > 0.02  # visible rain
     # with streak textures given, some images draw one slab from a texture
     from derain.data.diverse import draw_plan
     from derain.data.synthetic import generator
@@ -289,3 +290,18 @@ def test_diverse_synth_cli(tmp_path: Path) -> None:
     write_image(src / "a.png", _scene(40, 50))
     assert main(["synth", str(src), "-o", str(tmp_path / "out"), "--style", "diverse"]) == 0
     assert PairedFolder(tmp_path / "out")[0].rainy.shape == (3, 40, 50)
+
+
+def test_diverse_streaks_are_relative_to_the_background() -> None:
+    """Blended in linear light, the same streaks change a dark background more than a bright one."""
+    import dataclasses
+
+    from derain.data.diverse import add_diverse_rain
+    from derain.data.synthetic import generator
+
+    plan = next(p for p in _plans(60) if not p.very_light)
+    plan = dataclasses.replace(plan, veil=0.0, splashes=0.0, compression="none", additive=False)
+    dark, bright = torch.full((3, 64, 64), 0.1), torch.full((3, 64, 64), 0.85)
+    on_dark = (add_diverse_rain(dark, generator("r", 0), plan=plan)[0] - dark).abs().mean()
+    on_bright = (add_diverse_rain(bright, generator("r", 0), plan=plan)[0] - bright).abs().mean()
+    assert on_dark > 2 * on_bright > 0
