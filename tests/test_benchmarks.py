@@ -1,0 +1,45 @@
+"""The benchmarks that judge weight sets run end to end on real data: generalization (test sets of several
+renderers, the suite score, the rain-free check) and validation (held-out training photos, what choices use)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO, require_shared
+
+
+def _run(script: str, *args: str) -> str:
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], capture_output=True,
+                          text=True, check=False, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_generalization_reports_gain_worse_share_suite_and_rain_free(tmp_path: Path) -> None:
+    require_shared("data", "spa_sample")
+    out = _run("generalization.py", "--weights", "derain.prn_mixed", "spanet.real", "--sets", "spa_sample",
+               "nturain_a1", "--every", "42", "--rain-free-every", "42", "--json", str(tmp_path / "g.json"))
+    assert "| spa_sample (2) | nturain_a1 (1) | suite | unseen | rain-free |" in out
+    assert "| rainy input | | 22.62 | " in out  # the inputs' PSNR (the data's own, as published)
+    rows = {r["weights"]: r for r in json.loads((tmp_path / "g.json").read_text())["rows"]}
+    spa = rows["spanet.real"]["sets"]["spa_sample"]
+    assert spa["trained_on"] and spa["psnr"] > 35  # SPANet on its own real data
+    assert not rows["derain.prn_mixed"]["sets"]["spa_sample"]["trained_on"]
+    for row in rows.values():
+        sets = row["sets"].values()
+        assert abs(row["suite"] - sum(s["gain"] for s in sets) / 2) < 1e-9
+        assert all(abs(s["gain"] - (s["psnr"] - s["input_psnr"])) < 1e-9 and 0 <= s["worse"] <= 1 for s in sets)
+        assert 20 < row["rain_free_psnr"] < 80 and set(row["rain_free"]) == {"spa_sample", "nturain_a1"}
+    unseen = rows["spanet.real"]["sets"]["nturain_a1"]["gain"]
+    assert abs(rows["spanet.real"]["unseen"] - unseen) < 1e-9  # the set it was trained on is left out
+
+
+def test_validation_uses_held_out_training_photos() -> None:
+    require_shared("data", "bsds500")
+    out = _run("validation.py", "--weights", "derain.prn_mixed", "--photos", "2", "--seeds", "1")
+    lines = [line for line in out.splitlines() if line.startswith("| derain.prn_mixed |")]
+    assert len(lines) == 1 and "% worse" in lines[0] and "(min " in lines[0]
+    assert "| diverse (2) | rain-free (2) |" in out
