@@ -16,10 +16,11 @@ SRC = REPO / "src" / "derain"
 
 # Lower layers never import higher ones: types, errors, io <- nn <- archs <- weights <- inference, evaluate, train
 # <- __init__ <- web <- cli (which alone starts the pages); metrics <- losses <- train; data never sees archs
-# or weights.
+# or weights; device (names, torchrun's process) sits beside io, below inference and train, which both use it.
 LAYER = {
-    "errors": 0, "types": 1, "io": 2, "metrics": 2, "downstream": 2, "data": 3, "nn": 3, "losses": 3, "archs": 4,
-    "weights": 5, "inference": 6, "evaluate": 7, "train": 7, "__init__": 8, "web": 9, "cli": 10, "__main__": 11,
+    "errors": 0, "types": 1, "io": 2, "metrics": 2, "downstream": 2, "device": 2, "data": 3, "nn": 3, "losses": 3,
+    "archs": 4, "weights": 5, "inference": 6, "evaluate": 7, "train": 7, "__init__": 8, "web": 9, "cli": 10,
+    "__main__": 11,
 }
 NEVER = {"data": {"archs", "weights"}}
 LEAVES = {"cli", "__main__"}  # nothing imports these (but ``python -m derain``, which runs the CLI)

@@ -1,92 +1,68 @@
 """The ``derain`` command: thin subcommands over the public API.
 
-Errors derain raises on purpose (bad input, unknown weights, unpairable data) end as one line on stderr and a
-non-zero exit code, never a traceback.
+Each command parses its options, calls one library function and prints what it returns. The library checks every
+choice (a device, a protocol, a layout, a style...); the help lists the library's own vocabularies. Errors derain
+raises on purpose (bad input, unknown weights, unpairable data) end as one line on stderr and a non-zero exit
+code, never a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 import derain
 from derain.data.paired import LAYOUTS
 from derain.data.synthetic import STYLE_NAMES
+from derain.data.training import synthesize
+from derain.device import DEVICES
 from derain.errors import DerainError
-from derain.inference.restorer import DEVICES
-from derain.metrics import QUANTIZE_MODES, protocol_names
+from derain.evaluate import evaluate_named
+from derain.inference.export import FORMATS as EXPORT_FORMATS
+from derain.io.progress import FileProgress
+from derain.metrics import protocol_names
+from derain.train import train
 
 
 def _usage_errors() -> tuple[type[Exception], ...]:
     """The exception types typer raises for bad command lines: its own base class (typer >= 0.22 bundles click)
     and click's, when click is installed (older typer versions raise click's)."""
-    found: list[type[Exception]] = []
-    base = getattr(getattr(typer, "exceptions", None), "TyperException", None)
-    if isinstance(base, type):
-        found.append(base)
-    try:
+    found = [getattr(getattr(typer, "exceptions", None), "TyperException", None)]
+    with contextlib.suppress(ImportError):
         from click.exceptions import ClickException
-    except ImportError:
-        pass
-    else:
+
         found.append(ClickException)
-    return tuple(found)
+    return tuple(t for t in found if isinstance(t, type))
 
 
 _USAGE_ERRORS = _usage_errors()
-
-# Choices come from the library's own vocabularies (one source of truth; tests/test_cli.py checks the help).
-EXPORT_FORMATS = ("onnx",)
-
-
-def _one_of(value: str, valid: tuple[str, ...] | list[str], option: str) -> str:
-    if value not in valid:
-        raise derain.InputError(f"{option} {value!r} is not one of {', '.join(valid)}")
-    return value
 
 
 def _choices(valid: tuple[str, ...] | list[str]) -> str:
     return "|".join(valid)
 
 
-app = typer.Typer(
-    name="derain",
-    help="Single-image rain removal: JDNet, SIAN, SPANet, PReNet; MATLAB-exact evaluation.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+# Options several commands share, worded once.
+Weights = Annotated[str, typer.Option("--weights", "-w", help="Catalog name or checkpoint path.")]
+Device = Annotated[str, typer.Option(help=f"Where to run the model: {_choices(DEVICES)}.")]
+Host = Annotated[str, typer.Option(help="Address the page listens on (one not on loopback needs --allow-remote).")]
+AllowRemote = Annotated[bool, typer.Option("--allow-remote", help="Let --host be reachable from other machines; "
+                                           "every request then needs the printed URL's token.")]
+NoBrowser = Annotated[bool, typer.Option("--no-browser", help="Serve the page without opening a tab.")]
 
-
-class _Progress:
-    """A progress bar with ETA (tqdm) on a terminal, silent otherwise; called as ``progress(done, total, name)``."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.bar: Any = None
-
-    def __call__(self, done: int, total: int, name: str) -> None:
-        if not sys.stderr.isatty():
-            return
-        if self.bar is None:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc=self.label, unit="file", file=sys.stderr, leave=False)
-        self.bar.set_postfix_str(name[:24], refresh=False)
-        self.bar.update(done - self.bar.n)
-        if done >= total:
-            self.bar.close()
-            self.bar = None
+app = typer.Typer(name="derain", help="Single-image rain removal: JDNet, SIAN, SPANet, PReNet; MATLAB-exact "
+                  "evaluation.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 
 @app.command("eval")
 def eval_command(
-    weights: Annotated[str, typer.Option("--weights", "-w", help="Catalog name or checkpoint path.")],
+    weights: Weights,
     data: Annotated[str, typer.Option("--data", "-d", help="Paired dataset folder, list file, or a data set's "
                                                            "name (rain100L, rain100H: fetched on first use).")],
     protocol: Annotated[str, typer.Option(help=f"Metric protocol of the paper to reproduce: "
@@ -99,23 +75,14 @@ def eval_command(
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate the first N pairs (sorted).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write per-image rows and means here.")] = None,
     save_images: Annotated[Path | None, typer.Option(help="Save the measured outputs into this folder.")] = None,
-    device: Annotated[str, typer.Option(help=f"Where to run the model: {_choices(DEVICES)}.")] = "auto",
+    device: Device = "auto",
     scale: Annotated[str, typer.Option(help="Working scale: 1 (default: the papers' measurement), a whole number, "
                                             "or auto (derain run's default).")] = "1",
 ) -> None:
     """Measure weights on a paired dataset exactly as the papers did."""
-    from derain.inference.scale import check_scale
-
-    working = check_scale(scale)
-    _one_of(protocol, protocol_names(), "--protocol")
-    if quantize is not None:
-        _one_of(quantize, QUANTIZE_MODES, "--quantize")
-    dataset = derain.data.PairedFolder(data, layout=_one_of(layout, LAYOUTS, "--layout"), limit=limit)
-    restorer = derain.load(weights, device=_one_of(device, DEVICES, "--device"))
-    report = derain.evaluate(
-        restorer, dataset, protocol=protocol, quantize=quantize,
-        downsample=downsample, save_images=save_images, progress=_Progress("eval"), scale=working,
-    )
+    report = evaluate_named(weights, data, protocol=protocol, quantize=quantize, downsample=downsample,
+                            layout=layout, limit=limit, device=device, save_images=save_images,
+                            progress=FileProgress("eval"), scale=scale)
     typer.echo(report.table())
     if json_out is not None:
         report.write_json(json_out)
@@ -142,9 +109,8 @@ def convert_command(
 def run_command(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive) or glob patterns.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (or a file name for one input).")],
-    weights: Annotated[str, typer.Option("--weights", "-w", help="Catalog name or checkpoint path.")]
-    = derain.DEFAULT_WEIGHTS,
-    device: Annotated[str, typer.Option(help=f"Where to run the model: {_choices(DEVICES)}.")] = "auto",
+    weights: Weights = derain.DEFAULT_WEIGHTS,
+    device: Device = "auto",
     half: Annotated[bool, typer.Option(help="float16 on a GPU (faster, slightly less exact).")] = False,
     tile: Annotated[int | None, typer.Option(min=8, help="Run in TILE x TILE windows (default: only when the "
                                                          "image would not fit in memory).")] = None,
@@ -167,35 +133,16 @@ def run_command(
                                                  "the rain layer.")] = 1.0,
 ) -> None:
     """Derain images: files, folders (mirrored), globs. torchrun --nproc_per_node=N -m derain run ... splits them."""
+    from derain.inference.batch import RunOptions, derain_paths
 
-    import torch
-
-    from derain.inference.batch import RunOptions, derain_files
-    from derain.inference.scale import check_scale
-
-    working = check_scale(scale)
-
-    from derain.train.distributed import launch
-
-    process = launch()
-    rank, world = process.rank, process.world
-    where = _one_of(device, DEVICES, "--device")
-    if world > 1 and where in ("auto", "cuda") and torch.cuda.is_available():
-        where = f"cuda:{process.local_rank}"
-    restorer = derain.load(weights, device=where)
-    if half:
-        restorer = restorer.to(torch.float16)
     options = RunOptions(format=fmt, quality=quality, tile=tile, overlap=overlap, save_stages=save_stages,
-                         save_attention=save_attention, compare=compare, overwrite=overwrite, scale=working,
+                         save_attention=save_attention, compare=compare, overwrite=overwrite, scale=scale,
                          strength=strength)
-
-    def report(name: str, reason: str) -> None:
-        typer.echo(f"derain: failed: {name}: {reason}", err=True)
-
-    summary = derain_files(restorer, inputs, output, options=options, rank=rank, world=world,
-                           progress=_Progress("run"), report=report)
-    prefix = f"[rank {rank}/{world}] " if world > 1 else ""
-    typer.echo(f"{prefix}{restorer.name}: {summary.line()}")
+    name, summary, process = derain_paths(
+        weights, inputs, output, device=device, half=half, options=options, progress=FileProgress("run"),
+        report=lambda name, reason: typer.echo(f"derain: failed: {name}: {reason}", err=True))
+    prefix = f"[rank {process.rank}/{process.world}] " if process.world > 1 else ""
+    typer.echo(f"{prefix}{name}: {summary.line()}")
     if summary.failed:
         raise typer.Exit(1)
 
@@ -203,17 +150,15 @@ def run_command(
 @app.command("export")
 def export_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output file (.onnx).")],
-    weights: Annotated[str, typer.Option("--weights", "-w", help="Catalog name or checkpoint path.")]
-    = derain.DEFAULT_WEIGHTS,
+    weights: Weights = derain.DEFAULT_WEIGHTS,
     fmt: Annotated[str, typer.Option("--format", help=f"Export format: {_choices(EXPORT_FORMATS)}.")] = "onnx",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
 ) -> None:
     """Export a model with its weights to ONNX: RGB in [0, 1], dynamic batch, height and width."""
-    from derain.inference.export import export_onnx
+    from derain.inference.export import export
 
     start = time.perf_counter()
-    _one_of(fmt, EXPORT_FORMATS, "--format")
-    out = export_onnx(weights, output, overwrite=overwrite)
+    out = export(weights, output, format=fmt, overwrite=overwrite)
     typer.echo(f"{weights} -> {out} ({out.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - start:.0f} s); "
                "input 'input' (N, 3, H, W) RGB in [0, 1], output 'output'")
 
@@ -222,14 +167,12 @@ def export_command(
 def demo_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the sample, the result and a comparison.")]
     = Path("derain-demo"),
-    weights: Annotated[str, typer.Option("--weights", "-w", help="Catalog name or checkpoint path.")]
-    = derain.DEFAULT_WEIGHTS,
-    device: Annotated[str, typer.Option(help=f"Where to run the model: {_choices(DEVICES)}.")] = "auto",
+    weights: Weights = derain.DEFAULT_WEIGHTS,
+    device: Device = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace the demo's files if they exist.")] = False,
 ) -> None:
     """Derain the bundled sample image with the bundled default model (or --weights)."""
-    r = derain.inference.run_demo(output, weights=weights, device=_one_of(device, DEVICES, "--device"),
-                                  overwrite=overwrite)
+    r = derain.inference.run_demo(output, weights=weights, device=device, overwrite=overwrite)
     typer.echo(f"{r.weights}: derained the bundled sample in {r.seconds:.2f} s")
     typer.echo(f"  PSNR/SSIM (Y) vs the clean original: rainy {r.psnr_before:.2f} dB / {r.ssim_before:.4f} -> "
                f"derained {r.psnr_after:.2f} dB / {r.ssim_after:.4f}")
@@ -253,16 +196,9 @@ def synth_command(
     overwrite: Annotated[bool, typer.Option(help="Replace existing output files.")] = False,
 ) -> None:
     """Add synthetic rain to clean images: write a rain-norain paired folder with rain masks."""
-    from derain.data.sets import resolve_images
-    from derain.data.synthetic import load_textures, synthesize_folder
-    from derain.data.training import read_exclusions
-
-    streaks = load_textures(resolve_images(textures)[0]) if textures is not None else []
-    folder, never = resolve_images(clean_dir)
-    skip = frozenset(never | (read_exclusions(exclude) if exclude is not None else set()))
     start = time.perf_counter()
-    written = synthesize_folder(folder, output, style=_one_of(style, STYLE_NAMES, "--style"), seed=seed,
-                                textures=streaks, limit=limit, overwrite=overwrite, exclude=skip)
+    written = synthesize(clean_dir, output, style=style, seed=seed, textures=textures, exclude=exclude, limit=limit,
+                         overwrite=overwrite)
     typer.echo(f"{len(written)} rainy/clean pairs ({style}, seed {seed}) in {output} "
                f"({time.perf_counter() - start:.1f} s)")
 
@@ -282,29 +218,11 @@ def train_command(
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> int | None:
     """Train a model (one process, or every process of torchrun --nproc_per_node=N -m derain train ...)."""
-    from derain.train import fit, load_config, load_run_config, to_dict
-    from derain.train.config import apply_overrides, config_from_dict
-
-    if resume is not None:
-        if output is not None and output.resolve() != resume.resolve():
-            raise derain.InputError("--resume names the run folder; leave out --output (or give the same folder)")
-        cfg = load_run_config(resume)
-        if config is not None:
-            given = load_config(config, overrides)
-            if to_dict(given) != to_dict(cfg):
-                cfg = given  # fit() names every difference that would break an exact resume
-        elif overrides:
-            cfg = config_from_dict(apply_overrides(to_dict(cfg), overrides))
-        out = resume
-    else:
-        if config is None or output is None:
-            raise derain.InputError("derain train needs a config file and --output DIR (or --resume DIR)")
-        cfg = load_config(config, overrides)
-        out = output
-    result = fit(cfg, out, resume=resume is not None, stop_after=stop_after, time_limit=time_limit,
-                 progress=not quiet)
+    result = train(config, output, resume=resume, overrides=overrides or [], stop_after=stop_after,
+                   time_limit=time_limit, progress=not quiet)
     if not result.main:
-        return
+        return None
+    out, cfg = result.out, result.config
     if result.finished:
         typer.echo(f"trained {cfg.model.name} for {result.step} steps in {result.seconds:.0f} s: "
                    f"{out / 'weights.safetensors'} (validation {result.val_psnr:.2f} dB, SSIM {result.val_ssim:.4f})")
@@ -334,13 +252,9 @@ def build_dataset_command(
 ) -> None:
     """Real rain/clean pairs from rain videos (SPANet's method): clean image, pairs, masks, list file."""
     from derain.data.rainbuild import LIST_FILE, build_dataset
-
-    def report(name: str, reason: str) -> None:
-        typer.echo(f"derain: skipped {name}: {reason}", err=True)
-
     manifest = build_dataset([str(p) for p in inputs], output, frames=frames, align=align, accept_all=accept_all,
-                             patch=patch, stride=stride, report=report,
-                             progress=_Progress("build"))
+                             patch=patch, stride=stride, progress=FileProgress("build"),
+                             report=lambda name, reason: typer.echo(f"derain: skipped {name}: {reason}", err=True))
     built = [n for n, e in manifest.items() if e.built]
     typer.echo(f"{len(built)} sequence(s) built, {len(manifest) - len(built)} skipped; {output / LIST_FILE} lists the "
                "accepted ones (derain review decides)")
@@ -358,33 +272,22 @@ def review_command(
     rebuild: Annotated[list[str] | None, typer.Option(help="Rebuild this sequence with --more frames.")] = None,
     more: Annotated[int, typer.Option(help="Frames to add on rebuild: 10, 20 or 50.")] = 20,
     list_only: Annotated[bool, typer.Option("--list", help="Print every sequence and its decision; no page.")] = False,
-    host: Annotated[str, typer.Option(help="Address the review page listens on (one not on loopback needs "
-                                           "--allow-remote).")] = "127.0.0.1",
-    allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Let --host be reachable from other machines; "
-                                               "every request then needs the printed URL's token.")] = False,
+    host: Host = "127.0.0.1",
+    allow_remote: AllowRemote = False,
     port: Annotated[int, typer.Option(help="Port of the review page.")] = 8765,
-    no_browser: Annotated[bool, typer.Option("--no-browser", help="Serve the page without opening a tab.")] = False,
+    no_browser: NoBrowser = False,
 ) -> None:
     """Review built sequences: a local web page (extra "web"), or decisions given on the command line."""
-    from derain.data.rainbuild import Decision, decide, read_decisions, read_manifest
+    from derain.data.rainbuild import review
 
-    manifest = read_manifest(dataset)
-    if not manifest:
-        raise derain.InputError(f"{dataset}: no manifest.json; build it with derain build-dataset first")
-    for name in accept or []:
-        decide(dataset, name, "accepted")
-    for name in reject or []:
-        decide(dataset, name, "rejected")
-    for name in rebuild or []:
-        decide(dataset, name, "rebuild", more=more)
+    sequences = review(dataset, accept=accept or [], reject=reject or [], rebuild=rebuild or [], more=more)
     if not (accept or reject or rebuild or list_only):
         from derain.web.serve import serve_review  # the web extra, imported only when a page is asked for
 
         serve_review(dataset, host=host, port=port, open_browser=not no_browser, allow_remote=allow_remote)
         return
-    decisions = read_decisions(dataset)
-    for name in sorted(manifest):
-        typer.echo(f"  {name:<24} {manifest[name].status:<14} {decisions.get(name, Decision()).label}")
+    for name, (status, decision) in sequences.items():
+        typer.echo(f"  {name:<24} {status:<14} {decision}")
 
 
 @app.command("web")
@@ -392,19 +295,17 @@ def web_command(
     weights: Annotated[list[str] | None, typer.Option("--weights", "-w", help="Catalog name or checkpoint path "
                                                       "offered on the page (repeatable; default: derain.default).")]
     = None,
-    device: Annotated[str, typer.Option(help=f"Where to run the model: {_choices(DEVICES)}.")] = "auto",
-    host: Annotated[str, typer.Option(help="Address the page listens on (one not on loopback needs "
-                                           "--allow-remote).")] = "127.0.0.1",
-    allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Let --host be reachable from other machines; "
-                                               "every request then needs the printed URL's token.")] = False,
+    device: Device = "auto",
+    host: Host = "127.0.0.1",
+    allow_remote: AllowRemote = False,
     port: Annotated[int, typer.Option(help="Port of the page.")] = 8000,
-    no_browser: Annotated[bool, typer.Option("--no-browser", help="Serve the page without opening a tab.")] = False,
+    no_browser: NoBrowser = False,
 ) -> None:
     """A local web page to derain your images in the browser (extra "web")."""
     from derain.web.serve import serve_derain  # the web extra, imported only when the page is asked for
 
-    serve_derain(weights, device=_one_of(device, DEVICES, "--device"), host=host, port=port,
-                 open_browser=not no_browser, allow_remote=allow_remote)
+    serve_derain(weights, device=device, host=host, port=port, open_browser=not no_browser,
+                 allow_remote=allow_remote)
 
 
 @app.command("list")
@@ -431,16 +332,6 @@ def _size(n: int | None) -> str:
     return "?" if n is None else f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
 
 
-def _weight_names(names: list[str] | None, every: bool) -> list[str]:
-    if every:
-        return derain.list_weights()
-    if not names:
-        raise derain.InputError("name the weights to fetch (derain weights list shows them), or pass --all")
-    for name in names:
-        derain.weights.get_record(name)  # unknown names: the list of valid ones
-    return names
-
-
 @weights_app.command("list")
 def weights_list_command() -> None:
     """Every weight set: where it is, its size, source and licence."""
@@ -457,10 +348,8 @@ def weights_fetch_command(
     every: Annotated[bool, typer.Option("--all", help="Every official weight set.")] = False,
 ) -> None:
     """Download weights into the cache now (derain does it on first use otherwise)."""
-    for name in _weight_names(names, every):
-        record = derain.weights.get_record(name)
-        path = derain.weights.hub.locate(record)
-        typer.echo(f"{name}: {'bundled' if record.bundled else path}")
+    for state in derain.weights.hub.fetch_all(names, every=every):
+        typer.echo(f"{state.record.name}: {'bundled' if state.record.bundled else state.path}")
 
 
 @weights_app.command("verify")
@@ -468,14 +357,10 @@ def weights_verify_command(
     names: Annotated[list[str] | None, typer.Argument(help="Weight names (default: every one present).")] = None,
 ) -> None:
     """Re-hash the weight files present against their pins."""
-    bad = 0
-    for state in derain.weights.hub.status(names or None, check=True):
-        if state.path is None:
-            continue
-        ok = not state.problem
-        bad += not ok
-        typer.echo(f"{state.record.name:<22} {'ok' if ok else 'MISMATCH: ' + state.problem}  {state.path}")
-    if bad:
+    present = [state for state in derain.weights.hub.status(names or None, check=True) if state.path is not None]
+    for state in present:
+        typer.echo(f"{state.record.name:<22} {'MISMATCH: ' + state.problem if state.problem else 'ok'}  {state.path}")
+    if bad := sum(bool(state.problem) for state in present):
         typer.echo(f"derain: error: {bad} file(s) do not match their pins; delete them and fetch again", err=True)
         raise typer.Exit(1)
 
@@ -489,14 +374,6 @@ def weights_path_command(name: Annotated[str, typer.Argument(help="A weight name
 data_app = typer.Typer(help="Data sets by name: list, fetch, verify and locate them (downloaded on first use).",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
-
-
-def _set_names(names: list[str] | None, every: bool) -> list[str]:
-    if every:
-        return derain.data.list_sets()
-    if not names:
-        raise derain.InputError("name the data sets (derain data list shows them), or pass --all")
-    return [derain.data.sets.get_set(n).name for n in names]
 
 
 @data_app.command("list")
@@ -520,8 +397,8 @@ def data_fetch_command(
     every: Annotated[bool, typer.Option("--all", help="Every data set.")] = False,
 ) -> None:
     """Download data sets into the cache now (derain does it on first use otherwise)."""
-    for name in _set_names(names, every):
-        typer.echo(f"{name}: {derain.data.sets.resolve(name)}")
+    for name, folder in derain.data.sets.fetch_sets(names, every=every):
+        typer.echo(f"{name}: {folder}")
 
 
 @data_app.command("verify")
@@ -529,17 +406,10 @@ def data_verify_command(
     names: Annotated[list[str] | None, typer.Argument(help="Data set names (default: every one present).")] = None,
 ) -> None:
     """Re-hash every file of the data sets present against their manifests."""
-    from derain.data import sets
-
-    bad = 0
-    for name in _set_names(names, not names):
-        dataset = sets.SETS[name]
-        if not names and sets.local_folder(dataset) is None:
-            continue
-        problems = sets.verify_set(dataset)
-        bad += bool(problems)
+    results = derain.data.sets.verify_sets(names)
+    for name, problems in results:
         typer.echo(f"{name:<16} {'ok' if not problems else '; '.join(problems[:5])}")
-    if bad:
+    if any(problems for _, problems in results):
         raise typer.Exit(1)
 
 

@@ -11,11 +11,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from derain.data.paired import Layout, PairedFolder
+from derain.device import resolve_device
 from derain.errors import InputError
-from derain.inference import Restorer
-from derain.inference.scale import Scale
+from derain.inference import Restorer, load
+from derain.inference.scale import Scale, check_scale
 from derain.io import write_image
-from derain.metrics import PROTOCOLS, measure
+from derain.metrics import PROTOCOLS, check_protocol, measure
 from derain.metrics import quantize as quantize_image
 
 Progress = Callable[[int, int, str], None]
@@ -85,12 +87,9 @@ def evaluate(
     ``quantize`` defaults to how the weights' authors saved their outputs (``floor`` for PReNet, ``round``
     otherwise); ``save_images`` writes exactly the images that were measured, under the pairs' names.
     """
-    if protocol not in PROTOCOLS:
-        raise InputError(f"unknown protocol {protocol!r}; valid: {', '.join(sorted(PROTOCOLS))}")
+    check_protocol(protocol, quantize=quantize, downsample=downsample)
     if quantize is None:
         quantize = default_quantize(restorer, protocol)
-    elif not PROTOCOLS[protocol].quantizes:
-        raise InputError(f"protocol {protocol!r} does not quantise outputs; drop --quantize")
     if len(dataset) == 0:
         raise InputError("the dataset holds no pairs")
     out_dir = Path(save_images) if save_images is not None else None
@@ -125,3 +124,28 @@ def evaluate(
         seconds=time.perf_counter() - start,
         per_image=tuple(scores),
     )
+
+
+def evaluate_named(
+    weights: str | os.PathLike[str],
+    data: str | os.PathLike[str],
+    *,
+    protocol: str = "matlab-y",
+    quantize: Literal["floor", "round"] | None = None,
+    downsample: bool = False,
+    layout: Layout = "auto",
+    limit: int | None = None,
+    device: str = "auto",
+    save_images: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+    scale: Scale | str = 1,
+) -> EvalReport:
+    """``derain eval``: weights (a catalog name or a file) on a paired dataset (a folder, a list file or a data set's
+    name), measured as :func:`evaluate` does. Every option is checked before anything is read or downloaded."""
+    check_protocol(protocol, quantize=quantize, downsample=downsample)
+    where = resolve_device(device)
+    working = check_scale(scale)
+    dataset = PairedFolder(data, layout=layout, limit=limit)  # the layout is checked before the data set is fetched
+    return evaluate(load(weights, device=where), dataset, protocol=protocol, quantize=quantize,
+                    downsample=downsample, save_images=save_images, progress=progress, scale=working)
+

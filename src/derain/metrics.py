@@ -268,6 +268,24 @@ class _Default:
 PROTOCOL_DEFAULT = _Default()
 
 
+def check_protocol(protocol: str, *, quantize: QuantizeMode | _Default | None = PROTOCOL_DEFAULT,
+                   downsample: bool = False) -> Protocol:
+    """The protocol called ``protocol``, after checking that ``quantize`` and ``downsample`` apply to it: the one
+    place a protocol and its options are validated (:func:`measure`, :func:`derain.evaluate` and ``derain eval``
+    all come here, the last two before any image is read)."""
+    proto = PROTOCOLS.get(protocol) if isinstance(protocol, str) else None
+    if proto is None:
+        raise InputError(f"unknown protocol {protocol!r}; valid names: {', '.join(protocol_names())}")
+    if not isinstance(quantize, _Default) and quantize is not None:
+        if quantize not in QUANTIZE_MODES:
+            raise InputError(f"unknown quantize mode {quantize!r}; valid: {', '.join(QUANTIZE_MODES)} (or none)")
+        if proto.quantize is None:
+            raise InputError(f"protocol {protocol!r} does not quantise outputs; quantize={quantize!r} is invalid")
+    if downsample and not proto.can_downsample:
+        raise InputError(f"protocol {protocol!r} has no SSIM down-sampling step; downsample=True is invalid")
+    return proto
+
+
 def measure(
     output: Tensor,
     target: Tensor,
@@ -281,18 +299,12 @@ def measure(
     quantize: 8-bit conversion of the output ('round' = SIAN's cv2.imwrite, 'floor' = PReNet's np.uint8,
     None = none); only 'matlab-y' quantises (default 'round'). downsample: PReNet's ssim.m (only 'matlab-y').
     """
-    proto = PROTOCOLS.get(protocol) if isinstance(protocol, str) else None
-    if proto is None:
-        raise InputError(f"unknown protocol {protocol!r}; valid names: {', '.join(protocol_names())}")
+    proto = check_protocol(protocol, quantize=quantize, downsample=downsample)
     _check_pair(output, target)
     if output.shape[1] != 3:
         raise InputError(f"measure expects (N, 3, H, W) RGB images, got shape {tuple(output.shape)}")
     if isinstance(quantize, _Default):
         quantize = proto.quantize
-    elif quantize is not None and proto.quantize is None:
-        raise InputError(f"protocol {protocol!r} does not quantise outputs; quantize={quantize!r} is invalid")
-    if downsample and not proto.can_downsample:
-        raise InputError(f"protocol {protocol!r} has no SSIM down-sampling step; downsample=True is invalid")
 
     with torch.no_grad():
         raw_out, raw_tgt = output.to(torch.float64), target.to(torch.float64)

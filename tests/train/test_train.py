@@ -357,6 +357,28 @@ def test_run_folders_are_never_overwritten(clean_folder: Path, tmp_path: Path) -
     assert main(["train", str(tmp_path / "missing.yaml"), "-o", str(tmp_path / "x")]) == 1
 
 
+def test_train_reconciles_resume_config_and_overrides_for_api_users(clean_folder: Path, tmp_path: Path) -> None:
+    """derain.train.train, which derain train calls (and torchrun users of the API can): a config file and
+    overrides, or a run folder to resume with its own config, overridden or given again."""
+    from derain.train import run_config, to_dict, train
+
+    cfg = _tiny(None, clean_folder, "model.name=prn_r", "model.options={channels: 8}", "train.steps=4")
+    save_config(cfg, tmp_path / "cfg.yaml")
+    first = train(tmp_path / "cfg.yaml", tmp_path / "run", stop_after=2, progress=False)
+    assert (first.step, first.finished, to_dict(first.config)) == (2, False, to_dict(cfg))
+    own, out = run_config(resume=tmp_path / "run", overrides=["train.log_every=2"])  # a runtime key
+    assert out == tmp_path / "run" and own.train.log_every == 2 and to_dict(own.model) == to_dict(cfg.model)
+    assert to_dict(run_config(tmp_path / "cfg.yaml", tmp_path / "run", resume=tmp_path / "run")[0]) == to_dict(cfg)
+    with pytest.raises(InputError, match="--resume names the run folder"):
+        run_config(output=tmp_path / "other", resume=tmp_path / "run")
+    with pytest.raises(InputError, match="needs a config file and --output DIR"):
+        run_config(tmp_path / "cfg.yaml")
+    with pytest.raises(InputError, match=r"optim.lr: 0.0005 -> 0.1"):  # fit names what would break the resume
+        train(tmp_path / "cfg.yaml", resume=tmp_path / "run", overrides=["optim.lr=0.1"], progress=False)
+    done = train(resume=tmp_path / "run", overrides=["train.log_every=2"], progress=False)
+    assert (done.step, done.finished) == (4, True) and (tmp_path / "run" / "weights.safetensors").is_file()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

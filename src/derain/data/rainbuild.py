@@ -399,3 +399,18 @@ def build_dataset(inputs: Sequence[str | os.PathLike[str]], out: str | os.PathLi
             _write_decisions(out, decisions)
     write_list(out)
     return manifest
+
+
+def review(dataset: str | os.PathLike[str], *, accept: Sequence[str] = (), reject: Sequence[str] = (),
+           rebuild: Sequence[str] = (), more: int = 20) -> dict[str, tuple[str, str]]:
+    """``derain review`` without its page: record the decisions given (:func:`decide`), then every sequence's
+    ``(status, decision)`` by name, sorted. A folder that :func:`build_dataset` did not make is an error."""
+    folder = Path(dataset)
+    manifest = read_manifest(folder)
+    if not manifest:
+        raise InputError(f"{folder}: no manifest.json; build it with derain build-dataset first")
+    for names, decision in ((accept, "accepted"), (reject, "rejected"), (rebuild, "rebuild")):
+        for name in names:
+            decide(folder, name, decision, more=more if decision == "rebuild" else 0)
+    decisions = read_decisions(folder)
+    return {name: (manifest[name].status, decisions.get(name, Decision()).label) for name in sorted(manifest)}

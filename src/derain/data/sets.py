@@ -19,6 +19,7 @@ import csv
 import os
 import sys
 import warnings
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Literal
 
 from tqdm import tqdm
 
-from derain.errors import DataError
+from derain.errors import DataError, InputError
 from derain.io.download import Source, cache_dir, fetch, file_digest
 
 DATA_ENV = "DERAIN_DATA"       # a local mirror of the data sets: $DERAIN_DATA/<name>, searched first
@@ -183,6 +184,29 @@ def verify_set(dataset: DataSet) -> list[str]:
         elif file_digest(path).sha256 != e.source.sha256:
             bad.append(f"{e.file}: sha256 differs from the manifest")
     return bad
+
+
+def fetch_sets(names: Sequence[str] | None = None, *, every: bool = False) -> list[tuple[str, Path]]:
+    """``(name, folder)`` of the named sets (every one with ``every``), downloaded first where needed. Every name is
+    checked (an unknown one lists the valid ones) before anything is downloaded."""
+    return [(name, resolve(name)) for name in _names(names, every)]
+
+
+def verify_sets(names: Sequence[str] | None = None) -> list[tuple[str, list[str]]]:
+    """``(name, problems)`` of the named sets re-hashed against their manifests (no problem: an empty list);
+    without names, every set that is here (mirrored or downloaded)."""
+    chosen = _names(names, not names)
+    if not names:
+        chosen = [name for name in chosen if local_folder(SETS[name]) is not None]
+    return [(name, verify_set(SETS[name])) for name in chosen]
+
+
+def _names(names: Sequence[str] | None, every: bool) -> list[str]:
+    if every:
+        return list_sets()
+    if not names:
+        raise InputError("name the data sets (derain data list shows them), or pass --all")
+    return [get_set(n).name for n in names]
 
 
 def resolve(name: str, *, download: bool = True, progress: bool | None = None) -> Path:

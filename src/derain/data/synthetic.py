@@ -207,6 +207,13 @@ def get_style(style: str | RainStyle, g: torch.Generator) -> RainStyle:
         raise InputError(f"unknown rain style {style!r}; valid styles: {', '.join(STYLE_NAMES)}") from None
 
 
+def check_style(style: str) -> str:
+    """``style`` if it names a rain style (:data:`STYLE_NAMES`), else an error listing them."""
+    if style not in STYLE_NAMES:
+        raise InputError(f"unknown rain style {style!r}; valid styles: {', '.join(STYLE_NAMES)}")
+    return style
+
+
 def add_rain(clean: Tensor, *, style: str | RainStyle = "light", seed: int | None = None,
              g: torch.Generator | None = None, textures: Sequence[Tensor] = (),
              mask_threshold: float = 0.05, scale: float = 1.0) -> tuple[Tensor, Tensor]:

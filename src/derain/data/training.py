@@ -18,7 +18,8 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from derain.data.paired import PairedFolder
-from derain.data.synthetic import add_rain, derive_seed, generator
+from derain.data.sets import resolve_images
+from derain.data.synthetic import add_rain, check_style, derive_seed, generator, load_textures, synthesize_folder
 from derain.errors import DataError
 from derain.io import list_images, read_image
 
@@ -38,6 +39,20 @@ def read_exclusions(path: str | Path) -> set[str]:
         column = "bsds_file" if "bsds_file" in rows[0] else next(iter(rows[0]))
         return {Path(row[column]).name for row in rows if row.get(column)}
     return {Path(line.strip()).name for line in lines}
+
+
+def synthesize(clean: str | Path, out: str | Path, *, style: str = "light", seed: int = 0,
+               textures: str | Path | None = None, exclude: str | Path | None = None, limit: int | None = None,
+               overwrite: bool = False) -> list[Path]:
+    """``derain synth``: :func:`~derain.data.synthetic.synthesize_folder` on clean images given as a folder or a
+    data set's name (whose own never-train list is left out, with the names in ``exclude``), with streak
+    ``textures`` from a folder or a data set's name. The style is checked before anything is fetched or read."""
+    check_style(style)
+    streaks = load_textures(resolve_images(textures)[0]) if textures is not None else []
+    folder, never = resolve_images(clean)
+    skip = frozenset(never | (read_exclusions(exclude) if exclude is not None else set()))
+    return synthesize_folder(folder, out, style=style, seed=seed, textures=streaks, limit=limit, overwrite=overwrite,
+                             exclude=skip)
 
 
 def clean_files(root: str | Path, *, exclude: str | Path | None = None,

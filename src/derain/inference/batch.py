@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
+from derain.device import Launch, launch, resolve_device
 from derain.errors import DerainError, InputError
-from derain.inference.restorer import Restorer, blend, check_strength
-from derain.inference.scale import Scale, resolve_scale
+from derain.inference.restorer import Restorer, blend, check_strength, load
+from derain.inference.scale import Scale, check_scale, resolve_scale
 from derain.io import IMAGE_EXTENSIONS, list_images, read_image, write_image
 from derain.io.interrupt import terminate_as_interrupt
 from derain.io.video import VIDEO_EXTENSIONS, VideoWriter, frames, probe, turn
@@ -46,8 +47,9 @@ class RunOptions:
     scale: Scale = "auto"            # working scale (derain.inference.scale); a video's is chosen once per clip
     strength: float = 1.0            # share of the rain layer removed (Restorer.__call__): 0 keeps the input
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "strength", check_strength(self.strength))  # frozen: set once, checked
+    def __post_init__(self) -> None:  # frozen: each set once, checked
+        object.__setattr__(self, "strength", check_strength(self.strength))
+        object.__setattr__(self, "scale", check_scale(self.scale))
 
 
 @dataclass
@@ -265,3 +267,20 @@ def derain_files(restorer: Restorer, inputs: Sequence[str | os.PathLike[str]], o
                 progress(k, len(jobs), shown(src.name))
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def derain_paths(weights: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]],
+                 out: str | os.PathLike[str], *, device: str = "auto", half: bool = False,
+                 options: RunOptions | None = None, progress: Callable[[int, int, str], None] | None = None,
+                 report: Callable[[str, str], None] | None = None) -> tuple[str, RunSummary, Launch]:
+    """``derain run``: load ``weights`` (a catalog name or a file) on ``device`` (float16 when ``half``) and derain
+    ``inputs`` into ``out`` with :func:`derain_files`. Under ``torchrun`` each process takes its share of the files
+    on its own GPU (:func:`derain.device.resolve_device`). Returns the weights' name, this process's summary and
+    which process it was."""
+    process, where = launch(), resolve_device(device)  # the device is checked before the weights are read
+    restorer = load(weights, device=where)
+    if half:
+        restorer = restorer.to(torch.float16)
+    summary = derain_files(restorer, inputs, out, options=options, rank=process.rank, world=process.world,
+                           progress=progress, report=report)
+    return restorer.name, summary, process

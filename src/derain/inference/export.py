@@ -27,6 +27,7 @@ from derain.io.atomic import atomic_write
 from derain.weights import LoadedWeights, load_weights
 
 MAX_SIDE = 8192
+FORMATS = ("onnx",)  # what derain exports to (``derain export --format``)
 
 
 class _Graph(nn.Module):
@@ -47,6 +48,14 @@ def _exportable(model: nn.Module) -> nn.Module:
     model = copy.deepcopy(model).eval().float()
     family_of(model).export_form(model)
     return model
+
+
+def export(weights: str | os.PathLike[str] | LoadedWeights, out: str | os.PathLike[str], *, format: str = "onnx",
+           overwrite: bool = False) -> Path:
+    """``derain export``: ``weights`` in one of :data:`FORMATS` (ONNX: :func:`export_onnx`)."""
+    if format not in FORMATS:
+        raise InputError(f"unknown export format {format!r}; valid: {', '.join(FORMATS)}")
+    return export_onnx(weights, out, overwrite=overwrite)
 
 
 def export_onnx(weights: str | os.PathLike[str] | LoadedWeights, out: str | os.PathLike[str], *,

@@ -18,33 +18,13 @@ from PIL import Image
 from torch import Tensor, nn
 
 from derain.archs import family_of
+from derain.device import resolve_device
 from derain.errors import InputError
 from derain.inference.scale import Scale, derain_scaled, resolve_scale
 from derain.inference.tiling import run_tiled
 from derain.io import from_tensor, to_tensor
 from derain.types import DerainOutput, Placement, check_image
 from derain.weights import LoadedWeights, load_weights
-
-DEVICES = ("auto", "cpu", "cuda", "mps")
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``auto`` picks CUDA, then MPS, then the CPU; an unavailable device is an error, not a silent fallback."""
-    if isinstance(device, torch.device):
-        return device
-    name = device.split(":")[0]
-    if name not in DEVICES:
-        raise InputError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("device 'cuda' requested but PyTorch sees no CUDA GPU; use --device cpu or auto")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise InputError("device 'mps' requested but it is not available; use --device cpu or auto")
-    return torch.device(device)
 
 
 class Restorer:

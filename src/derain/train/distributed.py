@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from derain.device import launch
 
 
 @dataclass(frozen=True)
@@ -24,23 +25,6 @@ class Context:
     @property
     def distributed(self) -> bool:
         return self.world > 1
-
-
-@dataclass(frozen=True)
-class Launch:
-    """What ``torchrun`` tells a process about itself (one process on its own: rank 0 of 1)."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-
-def launch() -> Launch:
-    """The one reader of torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Launch()
-    return Launch(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def setup(device: torch.device) -> Context:

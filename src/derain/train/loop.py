@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from derain.archs import get_family
 from derain.data.training import StepBatchSampler
-from derain.inference.restorer import resolve_device
+from derain.device import resolve_device
 from derain.losses import LossFn, get_loss
 from derain.metrics import psnr, ssim
 from derain.train import checkpoint, distributed
@@ -49,6 +50,7 @@ class FitResult:
     val_psnr: float | None
     val_ssim: float | None
     model: nn.Module
+    config: Config          # the config the run trained with
     main: bool = True       # False in every torchrun process but rank 0
     signal: str | None = None  # "SIGINT" or "SIGTERM" when a signal stopped the run (cleanly, with a checkpoint)
     best: tuple[int, float] | None = None  # (step, validation PSNR) of best.safetensors, the best validation so far
@@ -222,5 +224,15 @@ def fit(cfg: Config, out: str | Path, *, resume: bool = False, stop_after: int |
         finally:
             log.close()
             distributed.teardown(ctx)
-    return FitResult(out, step, finished, seconds, val[0], val[1], trainer.model, ctx.main,
+    return FitResult(out, step, finished, seconds, val[0], val[1], trainer.model, cfg, ctx.main,
                      None if finished else stop.received, best)
+
+
+def train(config: str | Path | None = None, output: str | Path | None = None, *, resume: str | Path | None = None,
+          overrides: Sequence[str] = (), stop_after: int | None = None, time_limit: float | None = None,
+          progress: bool = True) -> FitResult:
+    """``derain train``: a new run from a config file (with dotted ``overrides``) into ``output``, or ``resume`` a
+    run folder (:func:`~derain.train.checkpoint.run_config` reconciles a config or overrides given again), then
+    :func:`fit`. Under ``torchrun`` every process calls it."""
+    cfg, out = checkpoint.run_config(config, output, resume=resume, overrides=overrides)
+    return fit(cfg, out, resume=resume is not None, stop_after=stop_after, time_limit=time_limit, progress=progress)

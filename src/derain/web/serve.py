@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from derain.device import resolve_device
 from derain.errors import DerainError, InputError
 from derain.web.guard import Access
 
@@ -57,6 +58,8 @@ def serve_derain(weights: Sequence[str] | None = None, *, device: str = "auto", 
                  port: int = 8000, open_browser: bool = True, allow_remote: bool = False) -> None:
     """The page that derains your images (``derain web``), offering ``weights`` (default: derain.default).
     ``allow_remote``: serve a non-loopback ``host`` too, behind a random token (see :mod:`derain.web.guard`)."""
+    resolve_device(device)  # checked now: the page loads its models on first use
+
     def make(access: Access) -> Any:
         try:
             from derain.web.app import create_app

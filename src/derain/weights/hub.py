@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from derain.errors import WeightsError
+from derain.errors import InputError, WeightsError
 from derain.io.download import cache_dir, fetch, file_digest, mismatch
-from derain.weights.catalog import CATALOG, WeightRecord
+from derain.weights.catalog import CATALOG, WeightRecord, get_record, list_weights
 
 WEIGHTS_ENV = "DERAIN_WEIGHTS"
 _ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -92,21 +92,24 @@ class CacheState:
         return "cached" if self.path is not None else "not downloaded"
 
 
-def status(names: list[str] | None = None, *, check: bool = False) -> list[CacheState]:
+def status(names: Sequence[str] | None = None, *, check: bool = False) -> list[CacheState]:
     """Every record (or ``names``), where its file is and, with ``check``, whether it still matches its pin."""
     states = []
-    for name in names or sorted(CATALOG):
-        record = CATALOG[name]
+    for record in [get_record(name) for name in names or sorted(CATALOG)]:  # unknown names: the valid ones
         path = cached_path(record)
         problem = verify_file(record, path) if check and path is not None else ""
         states.append(CacheState(record, path, problem))
     return states
 
 
-def fetch_all(names: list[str], *, progress: bool | None = None) -> list[Path]:
-    """Download every named record that is not there yet (bundled ones are skipped); returns the paths."""
-    out = []
-    for name in names:
-        record = CATALOG[name]
-        out.append(locate(record, progress=sys.stderr.isatty() if progress is None else progress))
-    return out
+def fetch_all(names: Sequence[str] | None = None, *, every: bool = False,
+              progress: bool | None = None) -> list[CacheState]:
+    """Download the named records (every one with ``every``) that are not there yet; bundled ones are where they
+    are. Every name is checked (an unknown one lists the valid ones) before anything is downloaded."""
+    if every:
+        names = list_weights()
+    elif not names:
+        raise InputError("name the weights to fetch (derain weights list shows them), or pass --all")
+    records = [get_record(name) for name in names]
+    show = sys.stderr.isatty() if progress is None else progress
+    return [CacheState(record, locate(record, progress=show)) for record in records]
