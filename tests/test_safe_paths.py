@@ -88,7 +88,7 @@ def test_run_does_not_read_its_output_folder_inside_the_input(tmp_path: Path, fr
 
 _RUNNER = """
 import signal, sys
-import derain, derain.data.rainbuild as rb
+import derain, derain.data.rainbuild as rb, derain.inference.batch as batch
 from derain.cli import main
 
 calls = 0
@@ -102,7 +102,7 @@ class Stops:  # returns its input; the second call gets SIGTERM, as from kill or
             signal.raise_signal(signal.SIGTERM)
         return x
 
-derain.load = lambda *a, **k: Stops()
+derain.load = batch.load = lambda *a, **k: Stops()  # derain run loads through derain.inference.batch
 mask = rb.rain_mask_from
 def stopping_mask(*a, **k):
     Stops()(None)
