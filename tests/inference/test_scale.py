@@ -121,7 +121,7 @@ def test_video_chooses_its_scale_once(restorer, monkeypatch: pytest.MonkeyPatch)
             self.count += 1
 
     class Info:
-        fps, width, height, audio_streams, frames = 25, 990, 700, 0, 5
+        fps, width, height, audio_streams, frames, rotation = 25, 990, 700, 0, 5, 0
 
     monkeypatch.setattr(batch, "probe", lambda src: Info)
     monkeypatch.setattr(batch, "frames", lambda src: iter(frames))
