@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         r = rows[-1]
         print(f"{name}: suite {r.suite:+.2f} dB, unseen {r.unseen:+.2f} dB, rain-free {r.rain_free_psnr:.2f} dB "
               f"({r.seconds:.0f} s)", file=sys.stderr, flush=True)
+        if args.json:  # after every weight set, so that a long run stopped early keeps what it measured
+            write_json(args.json, args, inputs, rows, skipped)
     print(table(rows, inputs, data))
     print(f"\nmatlab-y, rounded, scale 1; cells: PSNR / SSIM, gain over the input (dB), share of images worse than "
           f"the input; * = trained on that set's training split; suite = mean gain over the {len(data)} sets, "
@@ -185,12 +187,18 @@ def main(argv: list[str] | None = None) -> int:
     for line in skipped:
         print(f"skipped: {line}")
     if args.json:
-        args.json.write_text(json.dumps({
-            "every": args.every, "rain_free_every": args.rain_free_every,
-            "input": {k: sum(v) / len(v) for k, v in inputs.items()},
-            "rows": [{**asdict(r), "suite": r.suite, "unseen": r.unseen, "rain_free_psnr": r.rain_free_psnr}
-                     for r in rows], "skipped": skipped}, indent=2) + "\n")
+        write_json(args.json, args, inputs, rows, skipped)
     return 0
+
+
+def write_json(path: Path, args: argparse.Namespace, inputs: dict[str, list[float]], rows: list[Row],
+               skipped: list[str]) -> None:
+    path.write_text(json.dumps({
+        "every": args.every, "rain_free_every": args.rain_free_every,
+        "input": {k: sum(v) / len(v) for k, v in inputs.items()},
+        "images": {k: len(v) for k, v in inputs.items()},
+        "rows": [{**asdict(r), "suite": r.suite, "unseen": r.unseen, "rain_free_psnr": r.rain_free_psnr}
+                 for r in rows], "skipped": skipped}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
