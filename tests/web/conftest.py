@@ -54,3 +54,24 @@ def chromium() -> Iterator[WebDriver]:
     finally:
         browser.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@contextmanager
+def serving(app, *, log_level: str = "critical") -> Iterator[int]:
+    """``app`` served by uvicorn on 127.0.0.1 in a thread (the web extra must be installed); yields its port."""
+    import threading
+
+    import uvicorn
+
+    from tests.conftest import free_port, wait_for
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level=log_level))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, what="the server")
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -13,12 +13,10 @@ import shutil
 import struct
 import subprocess
 import sys
-import threading
 import time
 import warnings
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,6 +24,7 @@ import pytest
 from derain.data.rainbuild import build_dataset
 from derain.errors import InputError
 from tests.conftest import frames_folder, free_port, synthetic_video, wait_for
+from tests.web.conftest import serving
 
 pytest.importorskip("fastapi", reason='the pages need the web extra: pip install -e ".[web]"')
 uvicorn = pytest.importorskip("uvicorn", reason='the pages need the web extra: pip install -e ".[web]"')
@@ -37,21 +36,6 @@ SEQUENCES = ("roof", "street")
 
 
 # --- servers and requests ------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def serving(app) -> Iterator[int]:
-    """``app`` on 127.0.0.1 in a thread; yields its port."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, what="the server")
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def ask(port: int, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,

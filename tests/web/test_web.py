@@ -6,7 +6,6 @@ import io
 import json
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import torch
 
 from derain.data.rainbuild import build_dataset, read_json
 from tests.conftest import frames_folder, free_port, synthetic_video, wait_for
-from tests.web.conftest import chromium
+from tests.web.conftest import chromium, serving
 
 pytest.importorskip("fastapi", reason='the review page needs the web extra: pip install -e ".[web]"')
 uvicorn = pytest.importorskip("uvicorn", reason='the review page needs the web extra: pip install -e ".[web]"')
@@ -52,16 +51,8 @@ def serve(dataset: Path):  # the review page of ``dataset`` on a free port; yiel
 
 @contextmanager
 def serve_app(app) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, what="the server")
-    try:
+    with serving(app, log_level="warning") as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def _get(url: str) -> tuple[int, bytes]:
