@@ -25,19 +25,9 @@ import derain
 from derain.data import PairedFolder
 from derain.metrics import measure
 from derain.weights import CATALOG
+from generalization import trained_on  # benchmarks/ is on sys.path when a script here runs
 
 SETS = ("rain100L", "rain100H")
-
-
-def trained_on(name: str) -> set[str]:
-    """The test sets whose training split a record was trained on."""
-    data = CATALOG[name].training_data
-    out = set()
-    if "RainTrainL" in data or "Rain100L training" in data:
-        out.add("rain100L")
-    if "RainTrainH" in data or "Rain100H training" in data:
-        out.add("rain100H")
-    return out
 
 
 def measure_set(restorer: derain.Restorer, pairs: list, quantize: str) -> dict[str, float | list[float]]:
