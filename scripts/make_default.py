@@ -9,8 +9,14 @@ test set), one in five left rain-free, labelled by which of the two networks res
 the router learns where each network helps, whatever the rain looks like. It then reports how it routes the real
 Rain100L/H inputs (a check, never used to fit).
 
+The gate (``--gate-photos``, 240): a second logistic classifier, on :func:`derain.archs.prenet.gate_features`
+(the input's rain features and what the pair removed), fitted on training photos after the router, each photo
+rain-free and with diverse rain, labelled by whether the pair's output is closer to the clean photo than the input;
+its probability is the share of the rain layer removed (:meth:`PReNetPair.strength`). No threshold is chosen.
+
     python scripts/make_default.py --light ~/derain-runs/long/light/weights.safetensors \\
         --heavy ~/derain-runs/long/heavy/weights.safetensors -o src/derain/assets/weights/derain.default.safetensors
+    python scripts/make_default.py --light derain.default:light --heavy derain.default:heavy -o /tmp/gated.safetensors
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from derain.data.sets import resolve_images
 from derain.data.synthetic import add_rain, generator, load_textures
 from derain.data.training import clean_files
 from derain.io import read_image
+from derain.train.model import warm_start
 from derain.weights.store import write_weights
 
 
@@ -67,7 +74,32 @@ def better_features(count: int, light: torch.nn.Module, heavy: torch.nn.Module) 
     return torch.stack(feats), torch.tensor(labels)
 
 
-def fit_router(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+def gate_features_of(count: int, pair: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features for the gate: training photos (after the 8 validation photos) each rain-free and with diverse
+    rain, through the pair (router on, gate off), labelled 1 where its output (8-bit) is closer to the clean photo
+    than the input (PSNR on Y). A rain-free photo is always labelled 0: any change harms it."""
+    from derain.archs.prenet import gate_features
+    from derain.metrics import psnr
+
+    restorer = derain.Restorer(pair, name="pair", device="cpu")
+    root, never = resolve_images("bsds500")
+    files = clean_files(root, drop=never)[8:8 + count]
+    textures = load_textures(resolve_images("rain_streaks")[0])
+    feats, labels = [], []
+    with torch.no_grad():
+        for k, path in enumerate(files, start=8):
+            clean = read_image(path).image
+            rainy = add_rain(clean[0], style="diverse", g=generator("gate", k), textures=textures)[0][None]
+            for x in (clean, rainy):
+                out = restorer(x, scale=1)
+                gain = (psnr((out * 255).round() / 255, clean, data_range=1.0, y_channel=True)
+                        - psnr(x, clean, data_range=1.0, y_channel=True))
+                feats.append(gate_features(x, out)[0])
+                labels.append(float(gain > 0))
+    return torch.stack(feats), torch.tensor(labels)
+
+
+def fit_router(x: torch.Tensor, y: torch.Tensor, prefix: str = "router") -> dict[str, torch.Tensor]:
     mean, scale = x.mean(0), x.std(0)
     z = (x - mean) / scale
     w = torch.zeros(x.shape[1], requires_grad=True)
@@ -81,7 +113,8 @@ def fit_router(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         return loss
 
     opt.step(closure)
-    return {"router_mean": mean, "router_scale": scale, "router_weight": w.detach(), "router_bias": b.detach()}
+    return {f"{prefix}_mean": mean, f"{prefix}_scale": scale, f"{prefix}_weight": w.detach(),
+            f"{prefix}_bias": b.detach()}
 
 
 def main() -> None:
@@ -93,12 +126,15 @@ def main() -> None:
     parser.add_argument("--labels", choices=("styles", "better"), default="better",
                         help="styles: light vs heavy style (fitted to Rain100L/H); better: the network that "
                              "restores diverse rain better")
+    parser.add_argument("--gate-photos", type=int, default=240,
+                        help="training photos (each rain-free and with diverse rain) the gate is fitted on; 0: no "
+                             "gate (every image's rain layer removed in full)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     pair = derain.create_model("prn_pair").eval()
-    pair.light.load_state_dict(derain.weights.load_weights(args.light).build().state_dict())
-    pair.heavy.load_state_dict(derain.weights.load_weights(args.heavy).build().state_dict())
+    warm_start(pair.light, args.light, "prn")  # a PRN file, or NAME:light / NAME:heavy for a pair's half
+    warm_start(pair.heavy, args.heavy, "prn")
     x, y = (synthetic_features(args.photos) if args.labels == "styles"
             else better_features(args.photos, pair.light, pair.heavy))
     print(f"{int(y.sum())} of {len(y)} training images restored better by the heavy network")
@@ -108,6 +144,18 @@ def main() -> None:
     z = (x - router["router_mean"]) / router["router_scale"]
     accuracy = float((((z @ router["router_weight"] + router["router_bias"]) > 0).float() == y).float().mean())
     print(f"router fitted on {len(y)} synthetic images: {accuracy:.1%} routed right")
+    gate_info = {}
+    if args.gate_photos:
+        gx, gy = gate_features_of(args.gate_photos, pair)
+        gate = fit_router(gx, gy, prefix="gate")
+        for name, value in gate.items():
+            getattr(pair, name).copy_(value)
+        p = torch.sigmoid(((gx - gate["gate_mean"]) / gate["gate_scale"]) @ gate["gate_weight"] + gate["gate_bias"])
+        gate_info = {"gate_photos": args.gate_photos, "gate_helped": int(gy.sum()),
+                     "gate_accuracy": round(float(((p > 0.5).float() == gy).float().mean()), 4)}
+        print(f"gate fitted on {len(gy)} training images ({int(gy.sum())} helped by the network): "
+              f"{gate_info['gate_accuracy']:.1%} right at 0.5; mean strength on the rain-free ones "
+              f"{float(p[0::2].mean()):.3f}, on the rainy ones {float(p[1::2].mean()):.3f}")
     checks = {}
     for name, heavy in (("rain100L", False), ("rain100H", True)):
         data = PairedFolder(name)
@@ -116,7 +164,7 @@ def main() -> None:
         print(f"{name}: {right}/{len(data)} images routed to the {'heavy' if heavy else 'light'} network (check only)")
     write_weights(args.output, model="prn_pair", options={}, state_dict=pair.state_dict(), name="derain.default",
                   extra={"router": json.dumps({"labels": args.labels, "synthetic_accuracy": round(accuracy, 4),
-                                               **checks})})
+                                               **checks, **gate_info})})
     print(f"wrote {args.output}")
 
 

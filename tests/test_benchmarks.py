@@ -33,6 +33,7 @@ def test_generalization_reports_gain_worse_share_suite_and_rain_free(tmp_path: P
         assert abs(row["suite"] - sum(s["gain"] for s in sets) / 2) < 1e-9
         assert all(abs(s["gain"] - (s["psnr"] - s["input_psnr"])) < 1e-9 and 0 <= s["worse"] <= 1 for s in sets)
         assert 20 < row["rain_free_psnr"] < 80 and set(row["rain_free"]) == {"spa_sample", "nturain_a1"}
+        assert row["rain_free_unchanged"] == 0  # neither has a gate: every clean image is changed a little
     unseen = rows["spanet.real"]["sets"]["nturain_a1"]["gain"]
     assert abs(rows["spanet.real"]["unseen"] - unseen) < 1e-9  # the set it was trained on is left out
 
@@ -43,3 +44,19 @@ def test_validation_uses_held_out_training_photos() -> None:
     lines = [line for line in out.splitlines() if line.startswith("| derain.prn_mixed |")]
     assert len(lines) == 1 and "% worse" in lines[0] and "(min " in lines[0]
     assert "| diverse (2) | rain-free (2) |" in out
+
+
+def test_rain_free_is_pooled_so_unchanged_images_do_not_make_it_infinite() -> None:
+    import importlib.util
+    import math
+
+    spec = importlib.util.spec_from_file_location("generalization", REPO / "benchmarks" / "generalization.py")
+    assert spec and spec.loader
+    generalization = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("generalization", generalization)  # its dataclasses look their module up
+    spec.loader.exec_module(generalization)
+    pooled = generalization.pooled
+    assert abs(pooled([40.0, 40.0]) - 40.0) < 1e-9
+    assert abs(pooled([math.inf, 40.0]) - (40 + 10 * math.log10(2))) < 1e-9   # half the error of 40 dB alone
+    assert pooled([math.inf, math.inf]) == math.inf
+    assert pooled([30.0, 60.0]) < 33.1 < (30 + 60) / 2   # a damaged image shows; the mean would hide it

@@ -128,9 +128,11 @@ def run_command(
                                             "481x321 run as they are), 1 (always as they are), or N: the model "
                                             "sees the image shrunk N times and the rain it finds is removed at "
                                             "full resolution.")] = "auto",
-    strength: Annotated[float, typer.Option(help="Share of the rain removed, 0 to 1: 1 (default) is the model's "
-                                                 "output, 0 leaves the image exactly as it is, 0.5 removes half "
-                                                 "the rain layer.")] = 1.0,
+    strength: Annotated[str, typer.Option(help="How much rain to remove: auto (default: the model's gate decides; "
+                                               "derain.default leaves alone an image with no rain or rain it "
+                                               "would only damage), or a share from 0 to 1 that overrides it: 1 "
+                                               "is the network's whole output, 0 leaves the image exactly as it "
+                                               "is, 0.5 removes half the rain layer.")] = "auto",
 ) -> None:
     """Derain images: files, folders (mirrored), globs. torchrun --nproc_per_node=N -m derain run ... splits them."""
     from derain.inference.batch import RunOptions, derain_paths

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import derain
+from derain.archs.prenet import gate_features
 from derain.cli import main
 from derain.inference.export import export_onnx
 from derain.nn.irnn import IRNN
@@ -80,3 +81,26 @@ def test_export_errors(tmp_path: Path) -> None:
     (tmp_path / "m.onnx").write_bytes(b"keep")
     assert main(["export", "-o", str(tmp_path / "m.onnx")]) == 1
     assert (tmp_path / "m.onnx").read_bytes() == b"keep"
+
+
+def test_a_gated_pair_exports_with_its_gate(tmp_path: Path) -> None:
+    """derain.default's gate (the share of the rain layer removed, from the input and what was removed) is in the
+    exported graph: ONNX Runtime matches the Restorer, which applies it after tiling."""
+    torch.manual_seed(0)
+    options = _small_options("prn_pair")
+    model = derain.create_model("prn_pair", **options).eval()
+    x = torch.rand(2, 3, 37, 29)
+    with torch.no_grad():                   # a gate that depends on every feature, near its middle here
+        features = gate_features(x, model(x).image.clamp(0, 1))
+        model.gate_mean.copy_(features.mean(0))
+        model.gate_scale.copy_(features.std(0) + 1e-3)
+        model.gate_weight.normal_(0, 0.5)
+        model.gate_bias.fill_(0.0)
+        strength = model.strength(x, model(x).image.clamp(0, 1))
+    loaded = LoadedWeights("prn_pair", options, model.state_dict(), "rgb", "", "test")
+    path = export_onnx(loaded, tmp_path / "pair.onnx", example_size=(32, 48))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    restorer = derain.Restorer(model, name="pair", device="cpu")
+    assert float(strength.min()) > 0.01 and float(strength.max()) < 0.99   # the gate matters here
+    got = session.run(None, {"input": x.numpy()})[0]
+    assert float(np.abs(got - restorer(x, scale=1).numpy()).max()) <= 1e-4

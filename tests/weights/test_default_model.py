@@ -62,3 +62,29 @@ def test_our_weights_reproduce_their_cards_on_a_subset(name: str, key: str) -> N
     report = derain.evaluate(derain.load(name, device="cpu"), [pairs[i] for i in range(0, 100, 20)],
                              protocol="matlab-y", quantize="round")
     assert abs(report.psnr - expected[0]) < 0.01 and abs(report.ssim - expected[1]) < 0.0002
+
+
+def test_the_default_leaves_clean_photos_alone_and_removes_heavy_rain() -> None:
+    """The gate of derain.default on real data: clean BSDS500 photos it never trained on (the validation photos)
+    come out within noise of the input; heavy rain (every 20th Rain100H input) is removed in full; a number for
+    ``strength`` overrides the gate (1: the networks' whole output)."""
+    from derain.data.sets import resolve_images
+    from derain.data.training import clean_files
+    from derain.io import read_image
+    from derain.metrics import psnr
+
+    require_shared("data", "bsds500")
+    restorer = derain.load("derain.default", device="cpu")
+    root, never = resolve_images("bsds500")
+    files = clean_files(root, drop=never)  # the first 8: every run's validation photos, never trained on
+    for path in files[:2]:
+        clean = read_image(path).image
+        out = restorer(clean, scale=1)
+        assert float(restorer.model.strength(clean, restorer(clean, scale=1, strength=1))) < 0.1
+        assert float(psnr((out * 255).round() / 255, clean, data_range=1.0, y_channel=True)) >= 45
+    heavy = PairedFolder(require_shared("data", "rain100H"))
+    for i in (20, 60):
+        rainy = heavy[i].rainy[None]
+        full = restorer(rainy, scale=1, strength=1)
+        assert float(restorer.model.strength(rainy, full)) > 0.95
+        assert float((restorer(rainy, scale=1) - full).abs().max()) < 0.05

@@ -163,8 +163,36 @@ def rain_features(x: Tensor) -> Tensor:
     gx = (y[..., 1:] - y[..., :-1]).abs().flatten(1).mean(1)
     gy = (y[..., 1:, :] - y[..., :-1, :]).abs().flatten(1).mean(1)
     return torch.stack([e3.mean(1), e7.mean(1), e15.mean(1), (e7 > 0.05).float().mean(1),
-                        (e7 > 0.15).float().mean(1), e7.quantile(0.99, dim=1), flat.mean(1), spread,
+                        (e7 > 0.15).float().mean(1), _quantile(e7, 0.99), flat.mean(1), spread,
                         gx / (gy + 1e-6)], dim=1)
+
+
+def _quantile(t: Tensor, q: float) -> Tensor:
+    """Per-row ``q`` quantile of (N, M); rows over 2^22 values use every k-th (torch.quantile stops at 2^24)."""
+    step = -(-t.shape[1] // (1 << 22))
+    return (t[:, ::step] if step > 1 else t).quantile(q, dim=1)
+
+
+def residual_features(x: Tensor, out: Tensor) -> Tensor:
+    """Seven numbers per image (N, 7) on what a network removed, ``r = x - out`` (the channel mean): its mean
+    magnitude and mean, the share of pixels changed by over 0.02 and over 0.05, the 99th percentile of the
+    magnitude, the share of the change that darkens (rain adds light), and the ratio of its horizontal to vertical
+    gradient energy (streaks run down)."""
+    r = (x.float() - out.float()).mean(1, keepdim=True)
+    a = r.abs().flatten(1)
+    gx = (r[..., 1:] - r[..., :-1]).abs().flatten(1).mean(1)
+    gy = (r[..., 1:, :] - r[..., :-1, :]).abs().flatten(1).mean(1)
+    return torch.stack([a.mean(1), r.flatten(1).mean(1), (a > 0.02).float().mean(1), (a > 0.05).float().mean(1),
+                        _quantile(a, 0.99), r.clamp(min=0).flatten(1).sum(1) / (a.sum(1) + 1e-8),
+                        gx / (gy + 1e-6)], dim=1)
+
+
+def gate_features(x: Tensor, out: Tensor) -> Tensor:
+    """(N, 16): :func:`rain_features` of the input and :func:`residual_features` of what was removed."""
+    return torch.cat([rain_features(x.float()), residual_features(x, out)], dim=1)
+
+
+GATE_OFF = 30.0  # a gate bias that makes every strength 1.0 in float32: weights without a gate run as they are
 
 
 class PReNetPair(nn.Module):
@@ -172,7 +200,12 @@ class PReNetPair(nn.Module):
     on :func:`rain_features` (fitted on synthetic light vs heavy rain, stored as buffers) that sends each image to
     one of them. ``forward(x, heavy=...)`` takes the choice from outside (the Restorer decides once on the whole
     image, so that tiles of one image never disagree); ``export_mode`` runs both and selects per image (no
-    data-dependent branch in an exported graph)."""
+    data-dependent branch in an exported graph).
+
+    A gate (:meth:`strength`, buffers ``gate_*``) then decides how much of the rain layer to remove: a second
+    classifier, on the input and on what the network removed, that leaves images alone where the network would
+    not help (no rain, or rain it would only damage). The Restorer applies it to the whole image after tiling and
+    scaling (:meth:`gated`); ``forward`` returns the networks' output untouched, except in ``export_mode``."""
 
     def __init__(self, *, stages: int = 6, channels: int = 32, recurrent: Literal["lstm", "gru"] | None = None,
                  recursive: bool = False) -> None:
@@ -184,7 +217,34 @@ class PReNetPair(nn.Module):
         self.register_buffer("router_scale", torch.ones(9))
         self.register_buffer("router_weight", torch.zeros(9))
         self.register_buffer("router_bias", torch.zeros(1))
+        self.register_buffer("gate_mean", torch.zeros(16))
+        self.register_buffer("gate_scale", torch.ones(16))
+        self.register_buffer("gate_weight", torch.zeros(16))
+        self.register_buffer("gate_bias", torch.full((1,), GATE_OFF))
         self.export_mode = False
+
+    def _load_from_state_dict(self, state_dict: StateDict, prefix: str, *args: object, **kwargs: object) -> None:
+        # Pairs written before the gate (2026-12-06) have no gate_* keys: they load with the gate off.
+        if prefix + "router_bias" in state_dict and prefix + "gate_bias" not in state_dict:
+            for name in ("gate_mean", "gate_scale", "gate_weight", "gate_bias"):
+                state_dict[prefix + name] = getattr(self, name).detach().clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[arg-type]
+
+    def strength(self, x: Tensor, out: Tensor) -> Tensor:
+        """(N,) the share of the rain layer to remove, 0 to 1: the gate's probability that the network's output
+        ``out`` is closer to the clean image than the input ``x`` is (a logistic classifier on
+        :func:`gate_features`, fitted on clean training photos with and without rain; see
+        ``scripts/make_default.py``). Near 0 the image is left as it is: no rain, or rain this network would
+        only damage. Weights without a gate give 1."""
+        z = (gate_features(x, out) - self.gate_mean.float()) / self.gate_scale.float()
+        return torch.sigmoid(z @ self.gate_weight.float() + self.gate_bias.float())
+
+    def gated(self, x: Tensor, out: Tensor) -> Tensor:
+        """``out`` with only :meth:`strength` of its rain layer removed (``out`` itself where the strength is 1)."""
+        s = self.strength(x, out)
+        if not self.export_mode and bool((s >= 1).all()):
+            return out
+        return x + s.to(x.dtype).view(-1, 1, 1, 1) * (out - x)
 
     def heavy_score(self, x: Tensor) -> Tensor:
         """(N,) logits: > 0 means heavy rain."""
@@ -202,7 +262,9 @@ class PReNetPair(nn.Module):
             a, b = self.light(rainy), self.heavy(rainy)
             w = heavy.to(rainy.dtype).view(-1, 1, 1, 1)
             stages = tuple(s_a + w * (s_b - s_a) for s_a, s_b in zip(a.stages, b.stages, strict=True))
-            return DerainOutput(image=stages[-1], stages=stages)
+            # the exported graph sees the whole image, so the gate is applied here (the Restorer applies it
+            # after tiling and scaling otherwise)
+            return DerainOutput(image=self.gated(rainy, stages[-1].clamp(0, 1)), stages=stages)
         if bool(heavy.all()):
             return self.heavy(rainy)
         if not bool(heavy.any()):

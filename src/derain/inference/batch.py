@@ -20,7 +20,7 @@ import torch
 
 from derain.device import Launch, launch, resolve_device
 from derain.errors import DerainError, InputError
-from derain.inference.restorer import Restorer, blend, check_strength, load
+from derain.inference.restorer import Restorer, Strength, check_strength, load
 from derain.inference.scale import Scale, check_scale, resolve_scale
 from derain.io import IMAGE_EXTENSIONS, list_images, read_image, write_image
 from derain.io.interrupt import terminate_as_interrupt
@@ -45,7 +45,7 @@ class RunOptions:
     compare: bool = False            # also write NAME_compare.EXT: input and output side by side
     overwrite: bool = False
     scale: Scale = "auto"            # working scale (derain.inference.scale); a video's is chosen once per clip
-    strength: float = 1.0            # share of the rain layer removed (Restorer.__call__): 0 keeps the input
+    strength: Strength = "auto"      # rain layer removed (Restorer.__call__): "auto" (the gate), or 0 to 1
 
     def __post_init__(self) -> None:  # frozen: each set once, checked
         object.__setattr__(self, "strength", check_strength(self.strength))
@@ -140,7 +140,7 @@ def _extras(target: Path, tag: str) -> Path:
 def derain_video(restorer: Restorer, src: str | os.PathLike[str], dst: str | os.PathLike[str], *, batch: int = 4,
                  tile: int | None = None, overlap: int | None = None, overwrite: bool = False,
                  progress: Callable[[int, int | None], None] | None = None, scale: Scale = "auto",
-                 strength: float = 1.0) -> int:
+                 strength: Strength = "auto") -> int:
     """Derain every frame of ``src`` into ``dst``: same frame rate, size and frame count; audio copied.
     Frames go through the model ``batch`` at a time, all at one working scale (``auto``: chosen from the first
     frame, so it cannot change from frame to frame), and upright: a phone video's display rotation is applied
@@ -193,7 +193,8 @@ def _process(restorer: Restorer, src: Path, target: Path, options: RunOptions, p
     # Stages and attention maps come from one whole-image forward; untiled, that forward gives the image too.
     fits = extras and restorer.auto_tile(image.shape[-2], image.shape[-1]) is None
     result = restorer.run(image) if fits else None
-    out = (blend(image, result.image.clamp(0, 1), options.strength) if result is not None and options.tile is None
+    out = (restorer.finish(image, result.image.clamp(0, 1), options.strength)
+           if result is not None and options.tile is None
            else restorer(image, tile=options.tile, overlap=options.overlap, scale=scale, strength=options.strength))
     write_image(target, out, alpha=alpha, bit_depth=bit_depth, quality=options.quality,
                 overwrite=options.overwrite, protect=protect)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -25,6 +25,8 @@ from derain.inference.tiling import run_tiled
 from derain.io import from_tensor, to_tensor
 from derain.types import DerainOutput, Placement, check_image
 from derain.weights import LoadedWeights, load_weights
+
+Strength = float | Literal["auto"]  # Restorer.__call__: "auto" (the model's gate) or a share from 0 to 1
 
 
 class Restorer:
@@ -105,11 +107,33 @@ class Restorer:
         side = int((budget / (self.family.bytes_per_pixel * 2)) ** 0.5)
         return max(side // 16 * 16, 2 * self.family.overlap + 64)
 
-    def _image(self, x: Tensor, tile: int | None, overlap: int | None, scale: Scale = 1) -> Tensor:
-        """(N, 3, H, W) checked input -> clamped output, at the working ``scale``, tiled when asked or needed."""
-        return derain_scaled(lambda t: self._at_scale(t, tile, overlap), x, resolve_scale(scale, x))
+    def _image(self, x: Tensor, tile: int | None, overlap: int | None, scale: Scale = 1, *,
+               gate: bool = True) -> Tensor:
+        """(N, 3, H, W) checked input -> clamped output, at the working ``scale``, tiled when asked or needed;
+        ``gate``: with the model's gate applied (if it has one) at the working scale."""
+        return derain_scaled(lambda t: self._at_scale(t, tile, overlap, gate), x, resolve_scale(scale, x))
 
-    def _at_scale(self, x: Tensor, tile: int | None, overlap: int | None) -> Tensor:
+    def _at_scale(self, x: Tensor, tile: int | None, overlap: int | None, gate: bool = True) -> Tensor:
+        out = self._whole(x, tile, overlap)
+        return self._gated(x, out) if gate else out
+
+    def finish(self, x: Tensor, out: Tensor, strength: Strength = "auto") -> Tensor:
+        """``out`` (the model's clamped output for the whole of ``x``, at scale 1) as ``__call__`` would return it
+        with ``strength``: the gate's share of the rain layer (``"auto"``) or ``strength`` of it."""
+        strength = check_strength(strength)
+        return self._gated(x, out) if strength == "auto" else blend(x, out, strength)
+
+    def _gated(self, x: Tensor, out: Tensor) -> Tensor:
+        """A model with a gate (derain.default's ``gated``: how much of the rain layer to remove, decided on the
+        whole image at the working scale, after tiling) applies it here."""
+        gated = getattr(self.model, "gated", None)
+        if gated is None:
+            return out
+        with torch.inference_mode():
+            done = gated(*(self._flip(t).to(device=self.device, dtype=torch.float32) for t in (x, out)))
+        return self._flip(done).to(device=x.device, dtype=x.dtype).clamp(0, 1)
+
+    def _whole(self, x: Tensor, tile: int | None, overlap: int | None) -> Tensor:
         tile = tile if tile is not None else self.auto_tile(x.shape[-2], x.shape[-1])
         if tile is None or (tile >= x.shape[-2] and tile >= x.shape[-1]):
             return self._flip(self._forward(x).image).to(device=x.device, dtype=x.dtype).clamp(0, 1)
@@ -125,11 +149,13 @@ class Restorer:
                          placed=self.accepts_placement).clamp(0, 1).to(x.dtype)
 
     def __call__(self, x: Any, *, tile: int | None = None, overlap: int | None = None,
-                 scale: Scale = "auto", strength: float = 1.0) -> Any:
+                 scale: Scale = "auto", strength: Strength = "auto") -> Any:
         """The clean image, clamped to [0, 1], in the input's own kind (tensor, PIL image or NumPy array).
 
-        strength: the share of the rain layer the model finds that is removed (0 to 1; :func:`blend`): 1 (default)
-        is the model's output, 0 returns the input exactly (the model is not run), 0.5 removes half the rain.
+        strength: how much of the rain layer the model finds is removed. ``"auto"`` (default): what the model's gate
+        decides per image (derain.default leaves an image alone where it finds no rain or would only damage it;
+        a model without a gate removes it all). A number from 0 to 1 (:func:`blend`) overrides the gate: 1 is the
+        network's whole output, 0 returns the input exactly (the model is not run), 0.5 removes half the rain.
 
         scale: run the model on the image shrunk ``scale`` times and subtract the rain it finds, brought back to
         full resolution (:mod:`derain.inference.scale`); ``"auto"`` (default) picks it from the image's size, so
@@ -139,10 +165,14 @@ class Restorer:
         tiled anyway.
         """
         strength = check_strength(strength)
+        auto = strength == "auto"
         if isinstance(x, Tensor):
             batched = x.ndim != 3
             t = check_image(x if batched else x[None])
-            out = blend(t, self._image(t, tile, overlap, scale) if strength else t, strength)
+            if auto:
+                out = self._image(t, tile, overlap, scale)
+            else:
+                out = blend(t, self._image(t, tile, overlap, scale, gate=False) if strength else t, strength)
             return out if batched else out[0]
         if isinstance(x, Image.Image):
             return _to_pil(self(_from_pil(x), tile=tile, overlap=overlap, scale=scale, strength=strength), x)
@@ -151,18 +181,22 @@ class Restorer:
                 _split_array(x)  # the same checks as a real run
                 return x.copy()
             colour, alpha, grey = _split_array(x)
-            out = blend(colour, self._image(colour, tile, overlap, scale), strength)
+            out = (self._image(colour, tile, overlap, scale) if auto
+                   else blend(colour, self._image(colour, tile, overlap, scale, gate=False), strength))
             return _join_array(out, alpha, grey, x.dtype)
         raise InputError(f"cannot derain a {type(x).__name__}; pass a float tensor (N, 3, H, W) in [0, 1], "
                          "a PIL image or a NumPy array (H, W[, C]) of uint8, uint16 or floats in [0, 1]")
 
 
-def check_strength(strength: float) -> float:
-    """``strength`` as a float in [0, 1], or an :class:`InputError` saying what it must be."""
+def check_strength(strength: Strength) -> Strength:
+    """``strength`` as ``"auto"`` or a float in [0, 1], or an :class:`InputError` saying what it must be."""
+    if isinstance(strength, str) and strength.strip().lower() == "auto":
+        return "auto"
     try:
         value = float(strength)
     except (TypeError, ValueError):
-        raise InputError(f"strength must be a number from 0 to 1, got {strength!r}") from None
+        raise InputError(f"strength must be 'auto' (the model's gate decides) or a number from 0 to 1, "
+                         f"got {strength!r}") from None
     if not 0.0 <= value <= 1.0:  # also refuses NaN
         raise InputError(f"strength must be from 0 (leave the image as it is) to 1 (remove all the rain found), "
                          f"got {strength!r}")
