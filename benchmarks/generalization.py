@@ -16,6 +16,7 @@ damaged ones show), and the share left unchanged: 45 dB or more is "does no harm
     python benchmarks/generalization.py --weights derain.default spanet.real          # every 5th of the large sets
     python benchmarks/generalization.py --every 10 --json generalization.json          # every weight set
     python benchmarks/generalization.py --weights derain.default --every 1             # all images
+    python benchmarks/generalization.py --weights derain.default --strength 1          # without its gate
 
 Test sets measure, they never choose (DESIGN.md rule 12): nothing printed here may set a parameter of training.
 Official files come from $DERAIN_WEIGHTS or are downloaded on first use; ones that cannot be loaded are listed
@@ -36,6 +37,7 @@ import torch
 
 import derain
 from derain.data import PairedFolder
+from derain.inference.restorer import Strength, check_strength
 from derain.metrics import measure
 from derain.weights import CATALOG
 
@@ -130,14 +132,14 @@ def input_scores(data: dict[str, list]) -> dict[str, list[float]]:
 
 
 def measure_weights(restorer: derain.Restorer, name: str, data: dict[str, list], inputs: dict[str, list[float]],
-                    rain_free: dict[str, list[torch.Tensor]]) -> Row:
+                    rain_free: dict[str, list[torch.Tensor]], strength: Strength = "auto") -> Row:
     seen = trained_on(name)
     row = Row(name, CATALOG[name].training_data.split(" (")[0] if name in CATALOG else "(a file)")
     t0 = time.perf_counter()
     for set_name, pairs in data.items():
         ps, ss, bias = [], [], torch.zeros(3, dtype=torch.float64)
         for pair in pairs:
-            out = restorer(pair.rainy[None], scale=1)
+            out = restorer(pair.rainy[None], scale=1, strength=strength)
             p, s = score(out, pair.clean[None])
             ps.append(p)
             ss.append(s)
@@ -149,7 +151,7 @@ def measure_weights(restorer: derain.Restorer, name: str, data: dict[str, list],
             worse=sum(p < b for p, b in zip(ps, base, strict=True)) / n,
             bias=[round(float(b), 4) for b in bias / n], images=n, trained_on=set_name in seen)
     for set_name, images in rain_free.items():
-        psnrs = [score(restorer(x[None], scale=1), x[None])[0] for x in images]
+        psnrs = [score(restorer(x[None], scale=1, strength=strength), x[None])[0] for x in images]
         row.rain_free[set_name] = pooled(psnrs)
         row.unchanged[set_name] = sum(math.isinf(p) for p in psnrs) / len(psnrs)
     row.seconds = time.perf_counter() - t0
@@ -173,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", nargs="*", default=None,
                         help="catalog names or files (default: every catalog record)")
+    parser.add_argument("--strength", default="auto",
+                        help="auto (each model's own: derain.default's gate) or 0 to 1 (that share of the rain layer)")
     parser.add_argument("--every", type=int, default=5,
                         help="every Nth image of Rain100L/H and nturain_a1 (1: all); the small sets are whole")
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
@@ -180,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="every Nth clean ground truth of each set for the rain-free check (0: skip it)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
     args = parser.parse_args(argv)
+    try:
+        args.strength = check_strength(args.strength)
+    except derain.DerainError as exc:
+        parser.error(str(exc))
     if args.every < 1 or args.rain_free_every < 0:
         parser.error("--every must be 1 or more and --rain-free-every 0 or more")
 
@@ -196,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             skipped.append(f"{name}: {' '.join(str(exc).split())[:160]}")
             print(f"skipped {name}: {skipped[-1]}", file=sys.stderr, flush=True)
             continue
-        rows.append(measure_weights(restorer, name, data, inputs, rain_free))
+        rows.append(measure_weights(restorer, name, data, inputs, rain_free, args.strength))
         r = rows[-1]
         print(f"{name}: suite {r.suite:+.2f} dB, unseen {r.unseen:+.2f} dB, rain-free "
               f"{rain_free_cell(r.rain_free_psnr, r.rain_free_unchanged)} dB "
@@ -219,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
 def write_json(path: Path, args: argparse.Namespace, inputs: dict[str, list[float]], rows: list[Row],
                skipped: list[str]) -> None:
     path.write_text(json.dumps({
-        "every": args.every, "rain_free_every": args.rain_free_every,
+        "every": args.every, "rain_free_every": args.rain_free_every, "strength": args.strength,
         "input": {k: sum(v) / len(v) for k, v in inputs.items()},
         "images": {k: len(v) for k, v in inputs.items()},
         "rows": [{**asdict(r), "suite": r.suite, "unseen": r.unseen, "rain_free_psnr": r.rain_free_psnr,
