@@ -39,10 +39,15 @@ from derain.train.model import warm_start
 from derain.weights.store import write_weights
 
 
-def synthetic_features(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+def training_photos(count: int) -> tuple[list[Path], list[torch.Tensor]]:
+    """``count`` BSDS500 training photos after the first 8 (training's validation photos; never the 91 Rain100
+    ground truths), and the rain-streak textures."""
     root, never = resolve_images("bsds500")
-    files = clean_files(root, drop=never)[8:8 + count]  # the first 8 are training's validation photos
-    textures = load_textures(resolve_images("rain_streaks")[0])
+    return clean_files(root, drop=never)[8:8 + count], load_textures(resolve_images("rain_streaks")[0])
+
+
+def synthetic_features(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    files, textures = training_photos(count)
     feats, labels = [], []
     for k, path in enumerate(files):
         clean = read_image(path).image[0]
@@ -58,9 +63,7 @@ def better_features(count: int, light: torch.nn.Module, heavy: torch.nn.Module) 
     restores the photo better than the light one."""
     from derain.metrics import psnr
 
-    root, never = resolve_images("bsds500")
-    files = clean_files(root, drop=never)[8:8 + count]  # the first 8 are training's validation photos
-    textures = load_textures(resolve_images("rain_streaks")[0])
+    files, textures = training_photos(count)
     feats, labels = [], []
     with torch.no_grad():
         for k, path in enumerate(files):
@@ -82,9 +85,7 @@ def gate_features_of(count: int, pair: torch.nn.Module) -> tuple[torch.Tensor, t
     from derain.metrics import psnr
 
     restorer = derain.Restorer(pair, name="pair", device="cpu")
-    root, never = resolve_images("bsds500")
-    files = clean_files(root, drop=never)[8:8 + count]
-    textures = load_textures(resolve_images("rain_streaks")[0])
+    files, textures = training_photos(count)
     feats, labels = [], []
     with torch.no_grad():
         for k, path in enumerate(files, start=8):
