@@ -123,6 +123,14 @@ class Restorer:
         strength = check_strength(strength)
         return self._gated(x, out) if strength == "auto" else blend(x, out, strength)
 
+    def _with_strength(self, x: Tensor, tile: int | None, overlap: int | None, scale: Scale,
+                       strength: Strength) -> Tensor:
+        """The output for a checked ``strength``: the gate's (``"auto"``), or that share of the whole rain layer
+        (0: the input, without running the model)."""
+        if strength == "auto":
+            return self._image(x, tile, overlap, scale)
+        return blend(x, self._image(x, tile, overlap, scale, gate=False) if strength else x, strength)
+
     def _gated(self, x: Tensor, out: Tensor) -> Tensor:
         """A model with a gate (derain.default's ``gated``: how much of the rain layer to remove, decided on the
         whole image at the working scale, after tiling) applies it here."""
@@ -165,14 +173,10 @@ class Restorer:
         tiled anyway.
         """
         strength = check_strength(strength)
-        auto = strength == "auto"
         if isinstance(x, Tensor):
             batched = x.ndim != 3
             t = check_image(x if batched else x[None])
-            if auto:
-                out = self._image(t, tile, overlap, scale)
-            else:
-                out = blend(t, self._image(t, tile, overlap, scale, gate=False) if strength else t, strength)
+            out = self._with_strength(t, tile, overlap, scale, strength)
             return out if batched else out[0]
         if isinstance(x, Image.Image):
             return _to_pil(self(_from_pil(x), tile=tile, overlap=overlap, scale=scale, strength=strength), x)
@@ -181,8 +185,7 @@ class Restorer:
                 _split_array(x)  # the same checks as a real run
                 return x.copy()
             colour, alpha, grey = _split_array(x)
-            out = (self._image(colour, tile, overlap, scale) if auto
-                   else blend(colour, self._image(colour, tile, overlap, scale, gate=False), strength))
+            out = self._with_strength(colour, tile, overlap, scale, strength)
             return _join_array(out, alpha, grey, x.dtype)
         raise InputError(f"cannot derain a {type(x).__name__}; pass a float tensor (N, 3, H, W) in [0, 1], "
                          "a PIL image or a NumPy array (H, W[, C]) of uint8, uint16 or floats in [0, 1]")
