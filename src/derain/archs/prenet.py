@@ -160,11 +160,19 @@ def rain_features(x: Tensor) -> Tensor:
     e3, e7, e15 = excess(3), excess(7), excess(15)
     flat = y.flatten(1)
     spread = flat.std(1) if flat.shape[1] > 1 else flat.new_zeros(flat.shape[0])  # one pixel: no spread, no warning
-    gx = (y[..., 1:] - y[..., :-1]).abs().flatten(1).mean(1)
-    gy = (y[..., 1:, :] - y[..., :-1, :]).abs().flatten(1).mean(1)
+    gx, gy = _gradient_energy(y)
     return torch.stack([e3.mean(1), e7.mean(1), e15.mean(1), (e7 > 0.05).float().mean(1),
                         (e7 > 0.15).float().mean(1), _quantile(e7, 0.99), flat.mean(1), spread,
                         gx / (gy + 1e-6)], dim=1)
+
+
+def _gradient_energy(t: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean absolute horizontal and vertical differences of (N, 1, H, W), each (N,); 0 along a side of one pixel
+    (no neighbours: the mean of nothing would be NaN)."""
+    n = t.shape[0]
+    gx = (t[..., 1:] - t[..., :-1]).abs().flatten(1).mean(1) if t.shape[-1] > 1 else t.new_zeros(n)
+    gy = (t[..., 1:, :] - t[..., :-1, :]).abs().flatten(1).mean(1) if t.shape[-2] > 1 else t.new_zeros(n)
+    return gx, gy
 
 
 def _quantile(t: Tensor, q: float) -> Tensor:
@@ -180,8 +188,7 @@ def residual_features(x: Tensor, out: Tensor) -> Tensor:
     gradient energy (streaks run down)."""
     r = (x.float() - out.float()).mean(1, keepdim=True)
     a = r.abs().flatten(1)
-    gx = (r[..., 1:] - r[..., :-1]).abs().flatten(1).mean(1)
-    gy = (r[..., 1:, :] - r[..., :-1, :]).abs().flatten(1).mean(1)
+    gx, gy = _gradient_energy(r)
     return torch.stack([a.mean(1), r.flatten(1).mean(1), (a > 0.02).float().mean(1), (a > 0.05).float().mean(1),
                         _quantile(a, 0.99), r.clamp(min=0).flatten(1).sum(1) / (a.sum(1) + 1e-8),
                         gx / (gy + 1e-6)], dim=1)
