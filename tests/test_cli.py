@@ -136,3 +136,18 @@ def test_choices_come_from_the_library(capsys: pytest.CaptureFixture) -> None:
         assert cli(args) == 1, args
         err = capsys.readouterr().err
         assert err.startswith(f"derain: error: {message}") and err.count("\n") == 1, (args, err)
+
+
+def test_train_time_limit_takes_seconds_or_units(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from derain.cli import _duration
+
+    assert [_duration(t) for t in ("540", "540s", "90m", "2h", "1h30m", "1.5h", "1m30s")] == \
+        [540, 540, 5400, 7200, 5400, 5400, 90]
+    # A duration that parses reaches the command (which then says the run folder is missing) ...
+    assert main(["train", "--resume", str(tmp_path / "nothing"), "--time-limit", "90m"]) == 1
+    assert "no checkpoint.pt to resume from" in capsys.readouterr().err
+    # ... one that does not is a usage error that says what to write.
+    for bad in ("ninety", "90 min", "m", "0.2s", "-5"):
+        assert main(["train", "--resume", str(tmp_path / "nothing"), "--time-limit", bad]) == 2
+        err = capsys.readouterr().err
+        assert "is not a duration: write seconds" in err or "is under a second" in err, err

@@ -9,6 +9,7 @@ code, never a traceback.
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import sys
 import time
@@ -46,6 +47,21 @@ _USAGE_ERRORS = _usage_errors()
 
 def _choices(valid: tuple[str, ...] | list[str]) -> str:
     return "|".join(valid)
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d*)?)h)?(?:(\d+(?:\.\d*)?)m)?(?:(\d+(?:\.\d*)?)s?)?")
+
+
+def _duration(text: str) -> float:
+    """Seconds from ``540``, ``540s``, ``90m``, ``2h`` or ``1h30m`` (what --time-limit takes)."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if not text.strip() or match is None or not any(match.groups()):
+        raise typer.BadParameter(f"{text!r} is not a duration: write seconds (540) or with units (90m, 1h30m, 45s)")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total < 1:
+        raise typer.BadParameter(f"{text!r} is under a second; give at least 1 s")
+    return total
 
 
 # Options several commands share, worded once.
@@ -216,7 +232,8 @@ def train_command(
     = None,
     stop_after: Annotated[int | None, typer.Option(min=1, help="Stop (with a checkpoint) after N steps.")] = None,
     time_limit: Annotated[float | None, typer.Option(
-        min=1, help="Stop (with a checkpoint) after this many seconds; resume later.")] = None,
+        parser=_duration, metavar="DURATION",
+        help="Stop (with a checkpoint) after this long: seconds (540) or 90m, 1h30m; resume later.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> int | None:
     """Train a model (one process, or every process of torchrun --nproc_per_node=N -m derain train ...)."""
