@@ -80,7 +80,7 @@ def test_the_default_leaves_clean_photos_alone_and_removes_heavy_rain() -> None:
     for path in files[:2]:
         clean = read_image(path).image
         out = restorer(clean, scale=1)
-        assert float(restorer.model.strength(clean, restorer(clean, scale=1, strength=1))) < 0.1
+        assert float(restorer.model.strength(clean, restorer(clean, scale=1, strength=1))) < 0.2
         assert float(psnr((out * 255).round() / 255, clean, data_range=1.0, y_channel=True)) >= 45
     heavy = PairedFolder(require_shared("data", "rain100H"))
     for i in (20, 60):

@@ -115,14 +115,16 @@ def _ours(name: str, model: str, sha: str, config: str, data: str,
 
 
 _RECORDS: tuple[WeightRecord, ...] = (
-    _ours("derain.default", "prn_pair", "579676baf349cee59cf53b77ada301b08c34edadc29cbaa70c7aa213b72905da",
-          "configs/default_light.yaml + configs/default_heavy.yaml (+ scripts/train_experiments.py --variant "
-          "default_heavy_cal2, then default_heavy_cal2_nohaze), then scripts/make_default.py --labels better",
-          _BSDS + " (light and heavy, recalibrated; router and gate: diverse rain)",
-          {"rain100L/matlab-y": (31.5648, 0.9277), "rain100H/matlab-y": (24.7030, 0.7999),
-           "rain100L/matlab-y@every20": (33.738, 0.9565), "rain100H/matlab-y@every20": (25.437, 0.8076)},
-          "two PRNs (light and heavy rain) fine-tuned from the first mixed PRN, 2,000 steps for the light one and "
-          "5,000 for the heavy one (the last 3,000 on heavy rain recalibrated again, 1,000 of them without its veil), "
+    _ours("derain.default", "prn_pair", "45c88d81f974eb86d6de700f00debeead2bad7e42e12fd44201c6a2a26694f56",
+          "configs/default_light.yaml, then configs/default_light_diverse.yaml (lr 1e-4, 30% rain-free, 600 steps) + "
+          "configs/default_heavy.yaml (+ scripts/train_experiments.py --variant default_heavy_cal2, then "
+          "default_heavy_cal2_nohaze), then scripts/make_default.py --labels better",
+          _BSDS + " (light: recalibrated, then diverse rain; heavy: recalibrated; router and gate: diverse rain)",
+          {"rain100L/matlab-y": (30.1111, 0.9147), "rain100H/matlab-y": (23.9888, 0.7798),
+           "rain100L/matlab-y@every20": (31.437, 0.9392), "rain100H/matlab-y@every20": (25.437, 0.8076)},
+          "two PRNs (light and heavy rain) fine-tuned from the first mixed PRN, 2,600 steps for the light one (the "
+          "last 600 on diverse rain with rain-free crops) and 5,000 for the heavy one (the last 3,000 on heavy rain "
+          "recalibrated again, 1,000 of them without its veil), "
           "each image routed by a classifier fitted on diverse rain, and a gate that removes only the share of the "
           "rain layer likely to help (none on a rain-free photo); see its model card"),
     _ours("derain.prn_mixed", "prn", "cd61b8e2d1b6983b63a4551f1a3c424ec6dcc44e0c7a85147f99b30748b0bca3",
