@@ -55,7 +55,7 @@ _DURATION = re.compile(r"(?:(\d+(?:\.\d*)?)h)?(?:(\d+(?:\.\d*)?)m)?(?:(\d+(?:\.\
 def _duration(text: str) -> float:
     """Seconds from ``540``, ``540s``, ``90m``, ``2h`` or ``1h30m`` (what --time-limit takes)."""
     match = _DURATION.fullmatch(text.strip().lower())
-    if not text.strip() or match is None or not any(match.groups()):
+    if match is None or not any(match.groups()):
         raise typer.BadParameter(f"{text!r} is not a duration: write seconds (540) or with units (90m, 1h30m, 45s)")
     hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
     total = hours * 3600 + minutes * 60 + seconds
