@@ -129,6 +129,24 @@ def test_catalog_sha_mismatch_is_reported(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("DERAIN_WEIGHTS", str(tmp_path))
     with pytest.raises(derain.WeightsError, match=r"not the file of sian.rain100l \(sha256 expected ab3894"):
         derain.load("sian.rain100l")
+    with pytest.raises(derain.WeightsError, match=r"delete it and derain fetches the right one"):
+        derain.load("sian.rain100l")
+
+
+def test_a_changed_bundled_file_says_to_reinstall(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bundled file cannot be fetched again, so the advice for one that changed is to reinstall (what happens
+    when a new default is copied into a checkout before its catalog record is updated)."""
+    from derain.weights import store
+
+    assert CATALOG["derain.default"].bundled
+    fake = tmp_path / "derain.default.safetensors"
+    fake.write_bytes(b"not the bundled file")
+    real = store.locate
+    monkeypatch.setattr(store, "locate", lambda r, **kw: fake if r.name == "derain.default" else real(r, **kw))
+    with pytest.raises(derain.WeightsError, match=r"not the file of derain.default .*ships inside the package: "
+                                                  r"reinstall derain"):
+        derain.load("derain.default")
+    assert fake.read_bytes() == b"not the bundled file"
 
 
 class _Evil:

@@ -147,8 +147,10 @@ def load_weights(name_or_path: str | os.PathLike[str]) -> LoadedWeights:
         path = locate(record)
         wrong = verify_file(record, path)
         if wrong:
+            fix = ("it ships inside the package: reinstall derain (in a git checkout, git checkout the file)"
+                   if record.bundled else "delete it and derain fetches the right one")
             raise WeightsError(f"{path}: not the file of {record.name} ({wrong}); the file is corrupt or a "
-                               "different checkpoint: delete it and derain fetches the right one")
+                               f"different checkpoint: {fix}")
         return read_checkpoint(path, record=record)
     looks_like_name = "/" not in text and os.sep not in text and Path(text).suffix not in CHECKPOINT_SUFFIXES
     if looks_like_name and not Path(text).exists():
