@@ -305,3 +305,58 @@ def test_diverse_streaks_are_relative_to_the_background() -> None:
     on_dark = (add_diverse_rain(dark, generator("r", 0), plan=plan)[0] - dark).abs().mean()
     on_bright = (add_diverse_rain(bright, generator("r", 0), plan=plan)[0] - bright).abs().mean()
     assert on_dark > 2 * on_bright > 0
+
+
+# --- the rainmix style: a second renderer for validation (Garg & Nayar streaks through augmentation chains) ---
+
+def _streak_textures() -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    tex = torch.zeros(160, 180)
+    cols = torch.randint(0, 180, (150,), generator=g)
+    for k, c in enumerate(cols.tolist()):  # vertical streaks of varying length on black
+        top = int(torch.randint(0, 120, (), generator=g))
+        tex[top:top + 10 + k % 30, c] = 0.6 + 0.4 * (k % 3) / 2
+    return [tex, tex.flip(0)]
+
+
+def test_rainmix_is_seeded_additive_and_selectable() -> None:
+    from derain.data.synthetic import STYLE_NAMES
+    from derain.train.config import DataConfig
+
+    assert "rainmix" in STYLE_NAMES and DataConfig(style="rainmix").style == "rainmix"
+    clean, textures = _scene(), _streak_textures()
+    original = clean.clone()
+    outs = []
+    for seed in range(3):
+        a, ma = add_rain(clean, style="rainmix", seed=seed, textures=textures)
+        b, mb = add_rain(clean, style="rainmix", seed=seed, textures=textures)
+        assert torch.equal(a, b) and torch.equal(ma, mb) and a.dtype == clean.dtype
+        assert a.min() >= 0 and a.max() <= 1 and set(ma.unique().tolist()) <= {0.0, 1.0}
+        added = a - clean
+        assert added.min() >= -1e-6  # additive: streaks only brighten (then clip)
+        assert float(ma.mean()) > 0.01  # some streak pixels
+        # the mask marks where streaks add more than 0.05, unless the photo was already near white there
+        lifted = (added.amax(0) > 0.05)
+        assert bool((lifted <= (ma[0] > 0)).all())
+        outs.append(a)
+    assert torch.equal(clean, original)
+    assert not torch.equal(outs[0], outs[1])
+
+
+def test_rainmix_chains_warp_the_streaks_and_need_textures() -> None:
+    from derain.data import rainmix
+    from derain.data.synthetic import generator
+
+    textures = _streak_textures()
+    layer = rainmix.rainmix_layer(64, 96, textures, generator("rm", 1))
+    assert layer.shape == (64, 96) and 0 <= float(layer.min()) and float(layer.max()) <= 1
+    # the chains' geometry moves streaks off the window's own grid: the layer is not the plain window crop
+    g = generator("rm", 2)
+    window = rainmix.streak_window(64, 96, textures[0], g)
+    plain = rainmix._sample(window, torch.eye(2, 3), 64, 96)
+    turned = rainmix._sample(window, torch.tensor([[0.87, -0.5, 0.0], [0.5, 0.87, 0.0]]), 64, 96)
+    assert float((plain - turned).abs().mean()) > 0.01
+    w = rainmix._dirichlet(generator("d", 0), 3)
+    assert w.shape == (3,) and abs(float(w.sum()) - 1) < 1e-6 and bool((w > 0).all())
+    with pytest.raises(InputError, match="needs streak textures"):
+        add_rain(_scene(), style="rainmix", seed=0)

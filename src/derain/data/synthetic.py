@@ -13,6 +13,9 @@ Two styles are modelled on the benchmarks (see :data:`STYLES`):
 ``diverse`` (:mod:`derain.data.diverse`) draws rain from a small physical model instead of a fit to a benchmark:
 streaks at several depths, wind, drizzle, a depth-dependent veil, specks of light and JPEG/video compression.
 
+``rainmix`` (:mod:`derain.data.rainmix`) mixes Garg & Nayar's rendered streaks through random geometric
+augmentation chains (Guo et al. 2021); it needs the streak textures.
+
 A streak layer is procedural (sparse random drops, a slight Gaussian widening, a motion-blur line kernel at the
 layer's angle, a gain) or, when streak textures are given (the Garg & Nayar database in
 the ``rain_streaks`` data set), a random crop of a texture, flipped and rotated to the image's direction.
@@ -38,7 +41,7 @@ from torch import Tensor
 from derain.errors import InputError
 from derain.io import list_images, read_image, write_image
 
-Style = Literal["light", "heavy", "mixed", "diverse"]
+Style = Literal["light", "heavy", "mixed", "diverse", "rainmix"]
 STYLE_NAMES: tuple[str, ...] = get_args(Style)
 
 
@@ -238,6 +241,11 @@ def add_rain(clean: Tensor, *, style: str | RainStyle = "light", seed: int | Non
         from derain.data.diverse import add_diverse_rain  # it builds on this module's layers
 
         rainy, mask = add_diverse_rain(clean, g, textures, mask_threshold=mask_threshold, scale=scale)
+        return rainy.to(clean.dtype), mask
+    if style == "rainmix":
+        from derain.data.rainmix import add_rainmix_rain
+
+        rainy, mask = add_rainmix_rain(clean, g, textures, mask_threshold=mask_threshold, scale=scale)
         return rainy.to(clean.dtype), mask
     chosen = get_style(style, g)
     h, w = clean.shape[-2:]

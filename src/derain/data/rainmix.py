@@ -1,0 +1,128 @@
+"""The ``rainmix`` rain style: Garg & Nayar's rendered streaks mixed through random geometric augmentation chains.
+
+A second renderer beside :mod:`derain.data.diverse`, built the way Guo et al. (EfficientDeRain, AAAI 2021,
+"RainMix") describe theirs, so that choices made on held-out photos are not made on one renderer alone
+(``benchmarks/validation.py``). Nothing here was read off a test set:
+
+- a streak map is a window of one of Garg & Nayar's rendered streak images (the ``rain_streaks`` data set, 104
+  photometric renderings of falling drops, 536-600 x 320), one texture pixel becoming U(1, 2) image pixels
+  (times ``scale``), so the streaks keep the scale of the 481 x 321 training photos;
+- ``CHAINS`` (3) augmentation chains, each of one to three operations drawn from zoom (1-2x along one axis),
+  shear (up to 0.3), rotation (up to 30 degrees either way) and translation, in the spirit of AugMix/RainMix;
+- the chains are mixed with Dirichlet(1, 1, 1) weights and that mixture with the streak map itself by a Beta(1, 1)
+  weight, as RainMix does;
+- the mixed map, scaled by a per-image strength U(0.5, 1) (from half to the full brightness of the database's
+  rendering), is added to the clean image and the result clipped to [0, 1] (additive composition, as RainMix and
+  most synthetic sets do).
+
+It needs the textures: pass them (:func:`derain.data.synthetic.load_textures`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from derain.errors import InputError
+
+CHAINS = 3
+ZOOM = (1.0, 2.0)
+SHEAR = 0.3
+ROTATE = 30.0
+STRENGTH = (0.5, 1.0)
+TEXEL = (1.0, 2.0)  # image pixels per texture pixel at the training photos' scale
+
+
+def _u(g: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand((), generator=g))
+
+
+def _operation(g: torch.Generator) -> Tensor:
+    """One random affine operation as a 2 x 3 matrix in normalised coordinates (output -> source)."""
+    kind = int(torch.randint(0, 4, (), generator=g))
+    m = torch.eye(2, 3)
+    if kind == 0:  # zoom along one axis: the source window shrinks by the factor
+        axis = int(torch.randint(0, 2, (), generator=g))
+        m[axis, axis] = 1 / _u(g, *ZOOM)
+    elif kind == 1:  # shear along one axis
+        axis = int(torch.randint(0, 2, (), generator=g))
+        m[axis, 1 - axis] = _u(g, -SHEAR, SHEAR)
+    elif kind == 2:
+        t = math.radians(_u(g, -ROTATE, ROTATE))
+        m[:, :2] = torch.tensor([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+    else:  # translation by up to a third of the window
+        m[:, 2] = torch.tensor([_u(g, -0.33, 0.33), _u(g, -0.33, 0.33)])
+    return m
+
+
+def _compose(a: Tensor, b: Tensor) -> Tensor:
+    """The 2 x 3 affine map ``x -> a(b(x))``."""
+    full = torch.eye(3)
+    out = torch.eye(3)
+    full[:2] = b
+    out[:2] = a
+    return (out @ full)[:2]
+
+
+def streak_window(h: int, w: int, texture: Tensor, g: torch.Generator, scale: float = 1.0) -> Tensor:
+    """A square window ``(1, 1, side, side)`` of ``texture`` at the photo's scale that covers an ``h x w`` image
+    after any rotation."""
+    side = math.ceil(math.hypot(h, w))
+    tex = texture[None, None].float()
+    cover = max(side / tex.shape[-2], side / tex.shape[-1])
+    tex = F.interpolate(tex, scale_factor=max(cover, _u(g, *TEXEL) * scale), mode="bilinear", align_corners=False)
+    top = int(torch.randint(0, tex.shape[-2] - side + 1, (), generator=g))
+    left = int(torch.randint(0, tex.shape[-1] - side + 1, (), generator=g))
+    tex = tex[..., top:top + side, left:left + side]
+    return tex.flip(-1) if float(torch.rand((), generator=g)) < 0.5 else tex
+
+
+def _sample(window: Tensor, theta: Tensor, h: int, w: int) -> Tensor:
+    side = window.shape[-1]
+    fit = torch.tensor([[w / side, 0.0, 0.0], [0.0, h / side, 0.0]])  # the centre h x w of the window, unwarped
+    grid = F.affine_grid(_compose(theta, fit)[None], [1, 1, h, w], align_corners=False)
+    return F.grid_sample(window, grid, mode="bilinear", padding_mode="reflection", align_corners=False)[0, 0]
+
+
+def rainmix_layer(h: int, w: int, textures: Sequence[Tensor], g: torch.Generator, scale: float = 1.0) -> Tensor:
+    """The mixed streak map ``(h, w)`` in [0, 1] of one image."""
+    if not textures:
+        raise InputError("the rainmix style needs streak textures: add --textures rain_streaks (a data set's "
+                         "name or a folder) on the command line, data.textures in a training config, or "
+                         "textures=load_textures(folder) in Python")
+    texture = textures[int(torch.randint(0, len(textures), (), generator=g))]
+    window = streak_window(h, w, texture, g, scale)
+    base = _sample(window, torch.eye(2, 3), h, w)
+    weights = _dirichlet(g, CHAINS)
+    mixed = torch.zeros(h, w)
+    for k in range(CHAINS):
+        theta = torch.eye(2, 3)
+        for _ in range(int(torch.randint(1, 4, (), generator=g))):
+            theta = _compose(_operation(g), theta)
+        mixed = mixed + weights[k] * _sample(window, theta, h, w)
+    m = _beta11(g)
+    return (m * base + (1 - m) * mixed).clamp(0, 1)
+
+
+def _dirichlet(g: torch.Generator, k: int) -> Tensor:
+    """Dirichlet(1, ..., 1) from the generator: normalised exponentials."""
+    e = -torch.log(torch.rand(k, generator=g).clamp(min=1e-12))
+    return e / e.sum()
+
+
+def _beta11(g: torch.Generator) -> float:
+    return float(torch.rand((), generator=g))  # Beta(1, 1) is uniform
+
+
+def add_rainmix_rain(clean: Tensor, g: torch.Generator, textures: Sequence[Tensor], *,
+                     mask_threshold: float = 0.05, scale: float = 1.0) -> tuple[Tensor, Tensor]:
+    """RainMix rain on a clean ``(3, H, W)`` image in [0, 1]: ``(rainy, mask)``, the mask 1 where the streaks add
+    more than ``mask_threshold``."""
+    h, w = clean.shape[-2:]
+    streaks = rainmix_layer(h, w, textures, g, scale) * _u(g, *STRENGTH)
+    rainy = (clean.float() + streaks[None]).clamp(0, 1)
+    return rainy, (streaks > mask_threshold).float()[None]
