@@ -8,10 +8,11 @@ and ``rainmix`` (Garg & Nayar's rendered streaks through random augmentation cha
 :mod:`derain.data.rainmix`), and the photo itself rain-free. ``diverse`` is also what our weights are fine-tuned
 on; ``rainmix`` is not (only its streak textures appear in a share of ``diverse``'s layers), so a choice that
 fits the training renderer shows up as a gap between the two. The column "renderers" is the mean gain over the
-choosing renderers (the two above), the figure choices are made on (docs/training.md). Per weight set: PSNR/SSIM (``matlab-y``, rounded), the gain over the rainy input, the share of images
-made worse than their input, the bias, and the rain-free PSNR (output against its clean input, pooled as in
-``generalization.py``: the PSNR of the mean squared error; the minimum; the share left identical; 45 dB = no harm).
-``--styles`` adds other renderers for information (``light`` and ``heavy`` were fitted to Rain100L/H's
+choosing renderers (the two above), the figure choices are made on (docs/training.md). Per weight set:
+PSNR/SSIM (``matlab-y``, rounded), the gain over the rainy input, the share of images made worse than their input,
+the bias, and the rain-free PSNR (output against its clean input, pooled as in ``generalization.py``: the PSNR of
+the mean squared error; the minimum; the share left identical; 45 dB = no harm).
+``--styles`` picks the renderers; others are for information (``light`` and ``heavy`` were fitted to Rain100L/H's
 statistics, so they are shown, never used to choose).
 
     python benchmarks/validation.py --weights derain.default ~/derain-runs/new/best.safetensors

@@ -35,7 +35,7 @@ class DataConfig:
     root: str = "bsds500"        # clean images (synthetic) or a paired folder/list: a path or a data set's name
     layout: str = "auto"                                 # paired: a derain.data.LAYOUTS name
     exclude: str | None = None   # a file of names never trained on (a set used by name leaves out its own list)
-    style: Literal["light", "heavy", "mixed", "diverse", "rainmix"] = "light"  # synthetic rain (training and validation)
+    style: Literal["light", "heavy", "mixed", "diverse", "rainmix"] = "light"  # synthetic rain (train and validation)
     textures: str | None = "rain_streaks"               # streak textures: a folder or a data set's name
     crop: int = 64
     flips: bool = True
