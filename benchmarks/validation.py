@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             gains[style] = (sum(ps) - sum(base[style])) / n
             cells.append(f"{sum(ps) / n:.2f} / {sum(ss) / n:.4f}, {(sum(ps) - sum(base[style])) / n:+.2f}, "
                          f"{100 * worse:.0f}% worse, bias {'/'.join(f'{float(b):+.3f}' for b in bias / n)}")
-        cells.append(f"{sum(gains[s] for s in choosing) / len(choosing):+.2f}" if choosing else "")
+        cells.append(f"{sum(gains[s] for s in choosing) / len(choosing):+.3f}" if choosing else "")
         free = [score(restorer(c[None], scale=1), c[None])[0] for c in clean]
         unchanged = sum(math.isinf(p) for p in free) / len(free)
         cells.append(f"{rain_free_cell(pooled(free), unchanged)} (min {min(free):.2f})")
