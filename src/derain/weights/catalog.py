@@ -115,15 +115,15 @@ def _ours(name: str, model: str, sha: str, config: str, data: str,
 
 
 _RECORDS: tuple[WeightRecord, ...] = (
-    _ours("derain.default", "prn_pair", "45c88d81f974eb86d6de700f00debeead2bad7e42e12fd44201c6a2a26694f56",
-          "configs/default_light.yaml, then configs/default_light_diverse.yaml (lr 1e-4, 30% rain-free, 600 steps) + "
+    _ours("derain.default", "prn_pair", "12ffe3f3019b454e6c3b9f69fc01aedab6fd7f132554de605738e35b24772ac4",
+          "configs/default_light.yaml, then configs/default_light_diverse.yaml (lr 1e-4, 30% rain-free, step 305) + "
           "configs/default_heavy.yaml (+ scripts/train_experiments.py --variant default_heavy_cal2, then "
           "default_heavy_cal2_nohaze), then scripts/make_default.py --labels better",
           _BSDS + " (light: recalibrated, then diverse rain; heavy: recalibrated; router and gate: diverse rain)",
-          {"rain100L/matlab-y": (30.1111, 0.9147), "rain100H/matlab-y": (23.9888, 0.7798),
-           "rain100L/matlab-y@every20": (31.437, 0.9392), "rain100H/matlab-y@every20": (25.437, 0.8076)},
-          "two PRNs (light and heavy rain) fine-tuned from the first mixed PRN, 2,600 steps for the light one (the "
-          "last 600 on diverse rain with rain-free crops) and 5,000 for the heavy one (the last 3,000 on heavy rain "
+          {"rain100L/matlab-y": (30.5243, 0.9218), "rain100H/matlab-y": (24.3803, 0.7922),
+           "rain100L/matlab-y@every20": (31.789, 0.9449), "rain100H/matlab-y@every20": (25.437, 0.8076)},
+          "two PRNs (light and heavy rain) fine-tuned from the first mixed PRN, 2,305 steps for the light one (the "
+          "last 305 on diverse rain with rain-free crops) and 5,000 for the heavy one (the last 3,000 on heavy rain "
           "recalibrated again, 1,000 of them without its veil), "
           "each image routed by a classifier fitted on diverse rain, and a gate that removes only the share of the "
           "rain layer likely to help (none on a rain-free photo); see its model card"),
