@@ -23,19 +23,8 @@ from pathlib import Path
 import torch
 
 from derain.errors import InputError
-from derain.weights.store import load_weights, write_weights
-
-
-def network(spec: str) -> tuple[str, dict[str, torch.Tensor]]:
-    """(architecture name, state_dict) of ``spec``: a catalog name or file, ``:light``/``:heavy`` for a pair's half."""
-    source, _, part = spec.rpartition(":") if spec.endswith((":light", ":heavy")) else (spec, "", "")
-    loaded = load_weights(source)
-    built, kind = loaded.build(), loaded.model
-    if part:
-        if not hasattr(built, part):
-            raise InputError(f"{spec}: {kind!r} weights have no {part!r} network")
-        built, kind = getattr(built, part), "prn"
-    return kind, built.state_dict()
+from derain.train.model import load_network
+from derain.weights.store import write_weights
 
 
 def interpolate(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor],
@@ -64,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.output.exists():
         parser.error(f"{args.output} exists; choose another output file (nothing was written)")
     try:
-        (kind, before), (kind_after, after) = network(args.before), network(args.after)
+        (kind, before), (kind_after, after) = load_network(args.before), load_network(args.after)
         if kind != kind_after:
             raise InputError(f"--before holds {kind!r} weights, --after {kind_after!r}: they must match")
-        mixed = interpolate(before, after, args.alpha)
+        mixed = interpolate(before.state_dict(), after.state_dict(), args.alpha)
     except InputError as err:
         print(f"average_weights: {err}", file=sys.stderr)
         return 2

@@ -345,14 +345,14 @@ def test_rainmix_is_seeded_additive_and_selectable() -> None:
 
 def test_rainmix_chains_warp_the_streaks_and_need_textures() -> None:
     from derain.data import rainmix
-    from derain.data.synthetic import generator
+    from derain.data.synthetic import generator, texture_window
 
     textures = _streak_textures()
     layer = rainmix.rainmix_layer(64, 96, textures, generator("rm", 1))
     assert layer.shape == (64, 96) and float(layer.min()) >= 0 and float(layer.max()) <= 1
     # the chains' geometry moves streaks off the window's own grid: the layer is not the plain window crop
     g = generator("rm", 2)
-    window = rainmix.streak_window(64, 96, textures[0], g)
+    window = texture_window(64, 96, textures[0], g, texel=rainmix.TEXEL)
     plain = rainmix._sample(window, torch.eye(2, 3), 64, 96)
     turned = rainmix._sample(window, torch.tensor([[0.87, -0.5, 0.0], [0.5, 0.87, 0.0]]), 64, 96)
     assert float((plain - turned).abs().mean()) > 0.01

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from derain.data.synthetic import texture_window
 from derain.errors import InputError
 
 CHAINS = 3
@@ -68,19 +69,6 @@ def _compose(a: Tensor, b: Tensor) -> Tensor:
     return (out @ full)[:2]
 
 
-def streak_window(h: int, w: int, texture: Tensor, g: torch.Generator, scale: float = 1.0) -> Tensor:
-    """A square window ``(1, 1, side, side)`` of ``texture`` at the photo's scale that covers an ``h x w`` image
-    after any rotation."""
-    side = math.ceil(math.hypot(h, w))
-    tex = texture[None, None].float()
-    cover = max(side / tex.shape[-2], side / tex.shape[-1])
-    tex = F.interpolate(tex, scale_factor=max(cover, _u(g, *TEXEL) * scale), mode="bilinear", align_corners=False)
-    top = int(torch.randint(0, tex.shape[-2] - side + 1, (), generator=g))
-    left = int(torch.randint(0, tex.shape[-1] - side + 1, (), generator=g))
-    tex = tex[..., top:top + side, left:left + side]
-    return tex.flip(-1) if float(torch.rand((), generator=g)) < 0.5 else tex
-
-
 def _sample(window: Tensor, theta: Tensor, h: int, w: int) -> Tensor:
     side = window.shape[-1]
     fit = torch.tensor([[w / side, 0.0, 0.0], [0.0, h / side, 0.0]])  # the centre h x w of the window, unwarped
@@ -95,7 +83,7 @@ def rainmix_layer(h: int, w: int, textures: Sequence[Tensor], g: torch.Generator
                          "name or a folder) on the command line, data.textures in a training config, or "
                          "textures=load_textures(folder) in Python")
     texture = textures[int(torch.randint(0, len(textures), (), generator=g))]
-    window = streak_window(h, w, texture, g, scale)
+    window = texture_window(h, w, texture, g, texel=TEXEL, scale=scale)
     base = _sample(window, torch.eye(2, 3), h, w)
     weights = _dirichlet(g, CHAINS)
     mixed = torch.zeros(h, w)

@@ -154,6 +154,22 @@ def _procedural_layer(h: int, w: int, angle: float, p: StreakParams, g: torch.Ge
     return (streak[0, 0] * _uniform(g, *p.gain)).clamp(0, 1)
 
 
+def texture_window(h: int, w: int, texture: Tensor, g: torch.Generator, *, texel: tuple[float, float],
+                   scale: float = 1.0) -> Tensor:
+    """A random square window ``(1, 1, side, side)`` of ``texture``, mirrored half the time, that covers an
+    ``h x w`` image after any rotation: one texture pixel becomes U(``texel``) image pixels (times ``scale``), and
+    more only when the texture could not cover the image otherwise."""
+    side = math.ceil(math.hypot(h, w))
+    tex = texture[None, None].float()
+    cover = max(side / tex.shape[-2], side / tex.shape[-1])
+    factor = max(cover, _uniform(g, *texel) * scale)
+    tex = F.interpolate(tex, scale_factor=factor, mode="bilinear", align_corners=False)
+    top = int(torch.randint(0, tex.shape[-2] - side + 1, (), generator=g))
+    left = int(torch.randint(0, tex.shape[-1] - side + 1, (), generator=g))
+    tex = tex[..., top:top + side, left:left + side]
+    return tex.flip(-1) if float(torch.rand((), generator=g)) < 0.5 else tex
+
+
 def _texture_layer(h: int, w: int, angle: float, texture: Tensor, p: StreakParams, g: torch.Generator,
                    scale: float = 1.0) -> Tensor:
     """A window of a streak texture (grey, black background) at the photo's scale, rotated.
@@ -165,16 +181,8 @@ def _texture_layer(h: int, w: int, angle: float, texture: Tensor, p: StreakParam
     over the whole image, as derain did before, gave 64 x 64 crops streaks 3-4 times thinner and shorter than
     the photos', and cost a light PRN 1 dB on Rain100L: docs/training.md.)
     """
-    side = math.ceil(math.hypot(h, w))  # covers the image after any rotation
-    tex = texture[None, None]
-    cover = max(side / tex.shape[-2], side / tex.shape[-1])
-    factor = max(cover, _uniform(g, 1.0, 1.6) * scale)
-    tex = F.interpolate(tex, scale_factor=factor, mode="bilinear", align_corners=False)
-    top = int(torch.randint(0, tex.shape[-2] - side + 1, (), generator=g))
-    left = int(torch.randint(0, tex.shape[-1] - side + 1, (), generator=g))
-    tex = tex[..., top:top + side, left:left + side]
-    if float(torch.rand((), generator=g)) < 0.5:
-        tex = tex.flip(-1)
+    tex = texture_window(h, w, texture, g, texel=(1.0, 1.6), scale=scale)
+    side = tex.shape[-1]
     c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
     sx, sy = w / side, h / side  # output coordinates in units of the (side x side) source
     theta = torch.tensor([[[c * sx, -s * sy, 0.0], [s * sx, c * sy, 0.0]]])

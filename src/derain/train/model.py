@@ -25,17 +25,23 @@ def init_weights(model: nn.Module, kind: str) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def warm_start(model: nn.Module, weights: str, name: str) -> None:
-    """Load ``weights`` (a catalog name or a file; ``NAME:light`` / ``NAME:heavy`` for one network of a pair such
-    as derain.default) into ``model`` strictly; they must be weights of ``name``."""
+def load_network(weights: str) -> tuple[str, nn.Module]:
+    """``(architecture name, built network)`` of ``weights``: a catalog name or a file; ``NAME:light`` /
+    ``NAME:heavy`` for one network of a pair such as derain.default (a ``prn``)."""
     source, _, part = weights.rpartition(":") if weights.endswith((":light", ":heavy")) else (weights, "", "")
     loaded = load_weights(source)
-    built = loaded.build()
-    kind = loaded.model
+    built, kind = loaded.build(), loaded.model
     if part:
         if not hasattr(built, part):
-            raise InputError(f"model.weights={weights!r}: {loaded.model!r} weights have no {part!r} network")
+            raise InputError(f"{weights!r}: {loaded.model!r} weights have no {part!r} network")
         built, kind = getattr(built, part), "prn"
+    return kind, built
+
+
+def warm_start(model: nn.Module, weights: str, name: str) -> None:
+    """Load ``weights`` (as :func:`load_network` reads them) into ``model`` strictly; they must be weights of
+    ``name``."""
+    kind, built = load_network(weights)
     if kind != name:
         raise InputError(f"model.weights={weights!r} holds {kind!r} weights, not {name!r}")
     model.load_state_dict(built.state_dict())
