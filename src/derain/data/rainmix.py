@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from derain.data.synthetic import texture_window
+from derain.data.synthetic import _uniform, texture_window
 from derain.errors import InputError
 
 CHAINS = 3
@@ -38,25 +38,21 @@ STRENGTH = (0.5, 1.0)
 TEXEL = (1.0, 2.0)  # image pixels per texture pixel at the training photos' scale
 
 
-def _u(g: torch.Generator, low: float, high: float) -> float:
-    return low + (high - low) * float(torch.rand((), generator=g))
-
-
 def _operation(g: torch.Generator) -> Tensor:
     """One random affine operation as a 2 x 3 matrix in normalised coordinates (output -> source)."""
     kind = int(torch.randint(0, 4, (), generator=g))
     m = torch.eye(2, 3)
     if kind == 0:  # zoom along one axis: the source window shrinks by the factor
         axis = int(torch.randint(0, 2, (), generator=g))
-        m[axis, axis] = 1 / _u(g, *ZOOM)
+        m[axis, axis] = 1 / _uniform(g, *ZOOM)
     elif kind == 1:  # shear along one axis
         axis = int(torch.randint(0, 2, (), generator=g))
-        m[axis, 1 - axis] = _u(g, -SHEAR, SHEAR)
+        m[axis, 1 - axis] = _uniform(g, -SHEAR, SHEAR)
     elif kind == 2:
-        t = math.radians(_u(g, -ROTATE, ROTATE))
+        t = math.radians(_uniform(g, -ROTATE, ROTATE))
         m[:, :2] = torch.tensor([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
     else:  # translation by up to a third of the window
-        m[:, 2] = torch.tensor([_u(g, -0.33, 0.33), _u(g, -0.33, 0.33)])
+        m[:, 2] = torch.tensor([_uniform(g, -0.33, 0.33), _uniform(g, -0.33, 0.33)])
     return m
 
 
@@ -111,6 +107,6 @@ def add_rainmix_rain(clean: Tensor, g: torch.Generator, textures: Sequence[Tenso
     """RainMix rain on a clean ``(3, H, W)`` image in [0, 1]: ``(rainy, mask)``, the mask 1 where the streaks add
     more than ``mask_threshold``."""
     h, w = clean.shape[-2:]
-    streaks = rainmix_layer(h, w, textures, g, scale) * _u(g, *STRENGTH)
+    streaks = rainmix_layer(h, w, textures, g, scale) * _uniform(g, *STRENGTH)
     rainy = (clean.float() + streaks[None]).clamp(0, 1)
     return rainy, (streaks > mask_threshold).float()[None]
