@@ -53,14 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.output.exists():
         parser.error(f"{args.output} exists; choose another output file (nothing was written)")
     try:
-        (kind, before), (kind_after, after) = load_network(args.before), load_network(args.after)
-        if kind != kind_after:
-            raise InputError(f"--before holds {kind!r} weights, --after {kind_after!r}: they must match")
+        (kind, options, before), (kind_after, options_after, after) = (load_network(args.before),
+                                                                       load_network(args.after))
+        if (kind, options) != (kind_after, options_after):
+            raise InputError(f"--before holds {kind!r} weights {options}, --after {kind_after!r} {options_after}: "
+                             "they must match")
         mixed = interpolate(before.state_dict(), after.state_dict(), args.alpha)
     except InputError as err:
         print(f"average_weights: {err}", file=sys.stderr)
         return 2
-    write_weights(args.output, model=kind, options={}, state_dict=mixed,
+    write_weights(args.output, model=kind, options=options, state_dict=mixed,
                   extra={"interpolated": json.dumps({"before": args.before, "after": args.after,
                                                      "alpha": args.alpha})})
     print(f"wrote {args.output} ({kind}, {1 - args.alpha:g} x before + {args.alpha:g} x after)")

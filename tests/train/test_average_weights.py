@@ -20,21 +20,21 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
                           cwd=REPO, check=False)
 
 
-def _prn(path: Path, seed: int) -> dict[str, torch.Tensor]:
+def _prn(path: Path, seed: int, **options: int) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
-    net = create_model("prn")
-    write_weights(path, model="prn", options={}, state_dict=net.state_dict())
+    net = create_model("prn", **options)
+    write_weights(path, model="prn", options=options, state_dict=net.state_dict())
     return net.state_dict()
 
 
 def test_interpolates_layer_by_layer_and_refuses_bad_input(tmp_path: Path) -> None:
-    a, b = _prn(tmp_path / "a.safetensors", 0), _prn(tmp_path / "b.safetensors", 1)
+    a, b = _prn(tmp_path / "a.safetensors", 0, channels=16), _prn(tmp_path / "b.safetensors", 1, channels=16)
     out = tmp_path / "mix.safetensors"
     done = _run("--before", tmp_path / "a.safetensors", "--after", tmp_path / "b.safetensors", "--alpha", "0.25",
                 "-o", out)
     assert done.returncode == 0, done.stderr
     mixed = load_weights(out)
-    assert mixed.model == "prn"
+    assert mixed.model == "prn" and dict(mixed.options) == {"channels": 16}  # the networks' options carried over
     state = mixed.build().state_dict()
     for key, value in state.items():
         torch.testing.assert_close(value, 0.75 * a[key] + 0.25 * b[key], rtol=1e-6, atol=1e-6)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import shutil
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,9 +26,10 @@ def init_weights(model: nn.Module, kind: str) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def load_network(weights: str) -> tuple[str, nn.Module]:
-    """``(architecture name, built network)`` of ``weights``: a catalog name or a file; ``NAME:light`` /
-    ``NAME:heavy`` for one network of a pair such as derain.default (a ``prn``)."""
+def load_network(weights: str) -> tuple[str, dict[str, Any], nn.Module]:
+    """``(architecture name, its options, built network)`` of ``weights``: a catalog name or a file;
+    ``NAME:light`` / ``NAME:heavy`` for one network of a pair such as derain.default (a ``prn``, built with the
+    pair's options)."""
     source, _, part = weights.rpartition(":") if weights.endswith((":light", ":heavy")) else (weights, "", "")
     loaded = load_weights(source)
     built, kind = loaded.build(), loaded.model
@@ -35,13 +37,13 @@ def load_network(weights: str) -> tuple[str, nn.Module]:
         if not hasattr(built, part):
             raise InputError(f"{weights!r}: {loaded.model!r} weights have no {part!r} network")
         built, kind = getattr(built, part), "prn"
-    return kind, built
+    return kind, dict(loaded.options), built
 
 
 def warm_start(model: nn.Module, weights: str, name: str) -> None:
     """Load ``weights`` (as :func:`load_network` reads them) into ``model`` strictly; they must be weights of
     ``name``."""
-    kind, built = load_network(weights)
+    kind, _, built = load_network(weights)
     if kind != name:
         raise InputError(f"model.weights={weights!r} holds {kind!r} weights, not {name!r}")
     model.load_state_dict(built.state_dict())
