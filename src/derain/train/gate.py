@@ -1,0 +1,111 @@
+"""Fitting the small logistic models of a ``prn_pair`` (``derain.default``): its router and its gate.
+
+Both are ``sigmoid(((features - mean) / scale) @ weight + bias)`` on a few numbers per image
+(:func:`derain.archs.prenet.rain_features`, :func:`derain.archs.prenet.gate_features`); ``scripts/make_default.py``
+computes the features on training photos and stores what is fitted here as the pair's buffers.
+
+- :func:`fit_logistic`: a classifier (cross-entropy on 0/1 labels), used for the router (which network restores
+  an image better) and for the first gate ("does the network's output beat the input?").
+- :func:`fit_share`: the gate fitted to what the benchmarks score. Its output ``s`` is the share of the rain layer
+  removed, ``x + s (out - x)``; on each training image the PSNR on Y of that image against the clean photo is a
+  closed form in ``s`` (:func:`share_terms`), and the fit maximises the mean of it over the images (rain-free and
+  rainy alike), the 8-bit rounding of a written image included as a floor (:data:`ROUNDING_MSE`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from derain.metrics import rgb_to_y
+
+ROUNDING_MSE = 1.0 / (12 * 255 ** 2)  # the mean squared error that rounding to 8 bits adds (uniform on a step)
+
+
+@dataclass(frozen=True)
+class Logistic:
+    """``sigmoid(((x - mean) / scale) @ weight + bias)``: the buffers a pair stores as ``{prefix}_*``."""
+
+    mean: Tensor
+    scale: Tensor
+    weight: Tensor
+    bias: Tensor
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(self.logits(x))
+
+    def logits(self, x: Tensor) -> Tensor:
+        return ((x - self.mean) / self.scale) @ self.weight + self.bias
+
+    def buffers(self, prefix: str) -> dict[str, Tensor]:
+        return {f"{prefix}_mean": self.mean, f"{prefix}_scale": self.scale, f"{prefix}_weight": self.weight,
+                f"{prefix}_bias": self.bias}
+
+
+def _standardise(x: Tensor) -> tuple[Tensor, Tensor]:
+    scale = x.std(0)
+    return x.mean(0), torch.where(scale > 0, scale, torch.ones_like(scale))  # a constant feature: no division by 0
+
+
+def _lbfgs(params: list[Tensor], objective: object, *, line_search: str | None = None) -> None:
+    opt = torch.optim.LBFGS(params, max_iter=200, line_search_fn=line_search)
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = objective()  # type: ignore[operator]
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+
+
+def fit_logistic(x: Tensor, y: Tensor, *, l2: float = 1e-3) -> Logistic:
+    """A logistic classifier of ``y`` (N,) in {0, 1} on features ``x`` (N, F): standardised features,
+    cross-entropy plus ``l2`` times the squared weights, L-BFGS from zero (float32, as every shipped router and
+    gate until 2026-12-06 was fitted, so those fits reproduce)."""
+    x, y = x.float(), y.float()
+    mean, scale = _standardise(x)
+    z = (x - mean) / scale
+    w = torch.zeros(x.shape[1], requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    _lbfgs([w, b], lambda: F.binary_cross_entropy_with_logits(z @ w + b, y) + l2 * (w * w).sum())
+    return Logistic(mean, scale, w.detach(), b.detach())
+
+
+def share_terms(x: Tensor, out: Tensor, clean: Tensor) -> Tensor:
+    """(N, 3) the terms of the mean squared error on Y of ``x + s (out - x)`` against ``clean``, as a function of
+    the share ``s``: ``mse(s) = a s^2 - 2 b s + c`` with ``a = mean(d^2)``, ``b = mean(d e)``, ``c = mean(e^2)``,
+    ``d = Y(out) - Y(x)`` (what the network removes) and ``e = Y(clean) - Y(x)`` (what should be removed). Y is
+    MATLAB's luma (:func:`derain.metrics.rgb_to_y`), affine in RGB, so its offset cancels."""
+    yx = rgb_to_y(x.double())
+    d = (rgb_to_y(out.double()) - yx).flatten(1)
+    e = (rgb_to_y(clean.double()) - yx).flatten(1)
+    return torch.stack([(d * d).mean(1), (d * e).mean(1), (e * e).mean(1)], dim=1)
+
+
+def gated_psnr(terms: Tensor, s: Tensor) -> Tensor:
+    """(N,) PSNR on Y (peak 1) of ``x + s (out - x)`` written as 8 bits, from :func:`share_terms`: the squared
+    error in ``s`` plus the rounding's (:data:`ROUNDING_MSE`)."""
+    a, b, c = terms.double().unbind(1)
+    s = s.double()
+    mse = (a * s * s - 2 * b * s + c).clamp(min=0) + ROUNDING_MSE
+    return -10 * torch.log10(mse)
+
+
+def fit_share(x: Tensor, terms: Tensor, *, start: Logistic | None = None, l2: float = 1e-3) -> Logistic:
+    """A gate ``s = sigmoid(...)`` on features ``x`` (N, F) that maximises the mean of :func:`gated_psnr` over the
+    N images (minus ``l2`` times the squared weights, on the same standardised features as :func:`fit_logistic`),
+    L-BFGS from ``start`` (a classifier on the same features, e.g. "does the output beat the input?") or zero.
+    The objective is not convex; starting from a classifier makes the fit deterministic and sensible."""
+    x = x.double()
+    mean, scale = _standardise(x) if start is None else (start.mean.double(), start.scale.double())
+    z = (x - mean) / scale
+    w0 = torch.zeros(x.shape[1], dtype=torch.float64) if start is None else start.weight.double()
+    b0 = torch.zeros(1, dtype=torch.float64) if start is None else start.bias.double()
+    w, b = w0.clone().requires_grad_(True), b0.clone().requires_grad_(True)
+    _lbfgs([w, b], lambda: -gated_psnr(terms, torch.sigmoid(z @ w + b)).mean() / 10 + l2 * (w * w).sum(),
+           line_search="strong_wolfe")
+    return Logistic(mean.float(), scale.float(), w.detach().float(), b.detach().float())
