@@ -360,3 +360,46 @@ def test_rainmix_chains_warp_the_streaks_and_need_textures() -> None:
     assert w.shape == (3,) and abs(float(w.sum()) - 1) < 1e-6 and bool((w > 0).all())
     with pytest.raises(InputError, match="needs streak textures"):
         add_rain(_scene(), style="rainmix", seed=0)
+
+
+# --- the photoshop style: the tutorials' recipe (noise, motion blur, levels, Screen), and a two-renderer mixture ---
+
+def test_photoshop_rain_is_seeded_screened_and_streaked() -> None:
+    from derain.data.photoshop import photoshop_layer
+    from derain.data.synthetic import STYLE_NAMES, generator
+    from derain.train.config import DataConfig
+
+    assert {"photoshop", "diverse+photoshop"} <= set(STYLE_NAMES)
+    assert DataConfig(style="diverse+photoshop").style == "diverse+photoshop"
+    clean = _scene()
+    original = clean.clone()
+    a, mask = add_rain(clean, style="photoshop", seed=4)
+    b, _ = add_rain(clean, style="photoshop", seed=4)
+    assert torch.equal(a, b) and torch.equal(clean, original)
+    assert not torch.equal(a, add_rain(clean, style="photoshop", seed=5)[0])
+    assert bool((a >= clean - 1e-6).all())  # Screen only brightens
+    assert torch.equal(mask, ((a - clean).mean(0, keepdim=True) > 0.05).float()) and 0 < float(mask.mean()) < 0.5
+    # Screen is relative to the background: a white image stays white, a dark one gains most
+    white, dark = torch.ones(3, 48, 48), torch.full((3, 48, 48), 0.1)
+    assert torch.equal(add_rain(white, style="photoshop", seed=1)[0], white)
+    assert float((add_rain(dark, style="photoshop", seed=1)[0] - dark).mean()) > 0.005
+    # "mostly black with a few lines of white": sparse, and streaked along the motion blur's direction (vertical)
+    layer = photoshop_layer(96, 96, 0.0, generator("ps", 0))
+    assert 0.005 < float((layer > 0.2).float().mean()) < 0.3
+    assert float((layer[1:] - layer[:-1]).abs().mean()) < 0.5 * float((layer[:, 1:] - layer[:, :-1]).abs().mean())
+    assert add_rain(clean, style="photoshop", seed=4, scale=2.5)[0].shape == clean.shape
+
+
+def test_the_two_renderer_mixture_draws_from_both() -> None:
+    from derain.data.synthetic import generator
+
+    clean = _scene()
+    kinds = set()
+    for seed in range(12):
+        mixed = add_rain(clean, style="diverse+photoshop", seed=seed)[0]
+        for style in ("diverse", "photoshop"):
+            g = generator("rain", seed)
+            torch.rand((), generator=g)  # the mixture's own draw, then the chosen renderer's
+            if torch.equal(mixed, add_rain(clean, style=style, g=g)[0]):
+                kinds.add(style)
+    assert kinds == {"diverse", "photoshop"}

@@ -16,6 +16,10 @@ streaks at several depths, wind, drizzle, a depth-dependent veil, specks of ligh
 ``rainmix`` (:mod:`derain.data.rainmix`) mixes Garg & Nayar's rendered streaks through random geometric
 augmentation chains (Guo et al. 2021); it needs the streak textures.
 
+``photoshop`` (:mod:`derain.data.photoshop`) follows the image-editing tutorials' rain recipe (noise, motion blur,
+levels, Screen blend) with the tutorials' settings; ``diverse+photoshop`` draws each image's rain from ``diverse``
+or ``photoshop``, half and half (training on more than one renderer).
+
 A streak layer is procedural (sparse random drops, a slight Gaussian widening, a motion-blur line kernel at the
 layer's angle, a gain) or, when streak textures are given (the Garg & Nayar database in
 the ``rain_streaks`` data set), a random crop of a texture, flipped and rotated to the image's direction.
@@ -41,7 +45,7 @@ from torch import Tensor
 from derain.errors import InputError
 from derain.io import list_images, read_image, write_image
 
-Style = Literal["light", "heavy", "mixed", "diverse", "rainmix"]
+Style = Literal["light", "heavy", "mixed", "diverse", "rainmix", "photoshop", "diverse+photoshop"]
 STYLE_NAMES: tuple[str, ...] = get_args(Style)
 
 
@@ -245,6 +249,13 @@ def add_rain(clean: Tensor, *, style: str | RainStyle = "light", seed: int | Non
         g = generator("rain", 0 if seed is None else seed)
     if not scale >= 1:
         raise InputError(f"add_rain: scale must be at least 1, got {scale!r}")
+    if style == "diverse+photoshop":  # two renderers: each image's rain from one of them, half and half
+        style = "diverse" if float(torch.rand((), generator=g)) < 0.5 else "photoshop"
+    if style == "photoshop":
+        from derain.data.photoshop import add_photoshop_rain
+
+        rainy, mask = add_photoshop_rain(clean, g, mask_threshold=mask_threshold, scale=scale)
+        return rainy.to(clean.dtype), mask
     if style == "diverse":
         from derain.data.diverse import add_diverse_rain  # it builds on this module's layers
 

@@ -35,7 +35,8 @@ class DataConfig:
     root: str = "bsds500"        # clean images (synthetic) or a paired folder/list: a path or a data set's name
     layout: str = "auto"                                 # paired: a derain.data.LAYOUTS name
     exclude: str | None = None   # a file of names never trained on (a set used by name leaves out its own list)
-    style: Literal["light", "heavy", "mixed", "diverse", "rainmix"] = "light"  # synthetic rain (train and validation)
+    # synthetic rain (train and validation): derain.data.synthetic.Style
+    style: Literal["light", "heavy", "mixed", "diverse", "rainmix", "photoshop", "diverse+photoshop"] = "light"
     textures: str | None = "rain_streaks"               # streak textures: a folder or a data set's name
     crop: int = 64
     flips: bool = True
