@@ -2,9 +2,9 @@
 
 Rows: clean BSDS500 training photos (never the 91 Rain100 ground truths: ``resolve_images("bsds500")`` names them),
 each rendered whole at its own scale, then shown as a 1:1 crop; columns: the clean photo, ``light``, ``heavy``,
-``rainmix`` (the validation suite's second renderer) and several draws of ``diverse``. The last rows: real rainy
-photos of the ``real_rain`` set (no ground truth), 1:1 crops of the same size, for comparison by eye only (nothing
-is measured on them).
+``rainmix`` (the validation suite's second renderer), ``photoshop`` (the tutorials' recipe) and several draws of
+``diverse``. The last rows: real rainy photos of the ``real_rain`` set (no ground truth), 1:1 crops of the same
+size, for comparison by eye only (nothing is measured on them).
 
     DERAIN_DATA=/work/shared/data python scripts/rain_styles.py
 """
@@ -57,7 +57,7 @@ def main() -> None:
     step = max(1, len(files) // args.photos)
     chosen = files[step // 2::step][:args.photos]
     textures = load_textures(resolve_images("rain_streaks")[0])
-    columns = ["clean", "light", "heavy", "rainmix"] + [f"diverse #{k + 1}" for k in range(args.diverse)]
+    columns = ["clean", "light", "heavy", "rainmix", "photoshop"] + [f"diverse #{k + 1}" for k in range(args.diverse)]
     rows: list[tuple[str, list[torch.Tensor]]] = []
     for path in chosen:
         clean = read_image(path).image[0]
