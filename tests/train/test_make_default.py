@@ -1,0 +1,54 @@
+"""scripts/make_default.py on a few real training photos: it builds a loadable prn_pair with a fitted router and
+gate, keeps a router when asked, fits the gate either way, and saves the gate's training data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from derain.weights.store import load_weights
+from tests.conftest import REPO, require_shared
+
+SCRIPT = REPO / "scripts" / "make_default.py"
+
+
+def _run(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, cwd=REPO,
+                          check=False)
+
+
+def test_builds_a_pair_keeps_a_router_and_fits_the_gate_both_ways(tmp_path: Path) -> None:
+    require_shared("data", "bsds500")
+    require_shared("data", "rain_streaks")
+    halves = ("--light", "derain.default:light", "--heavy", "derain.default:heavy")
+    first = _run(*halves, "--photos", "3", "--gate-photos", "3", "-o", tmp_path / "a.safetensors")
+    assert first.returncode == 0, first.stderr
+    assert "Rain100" not in first.stdout  # it reads no test set
+    a = load_weights(tmp_path / "a.safetensors")
+    assert a.model == "prn_pair"
+    info = json.loads(a.metadata["derain.router"])
+    assert info["labels"] == "better" and info["gate_fit"] == "helps" and info["gate_photos"] == 3
+    pair_a = a.build()
+    assert float(pair_a.router_weight.abs().sum()) > 0 and float(pair_a.gate_weight.abs().sum()) > 0
+
+    second = _run(*halves, "--router-from", tmp_path / "a.safetensors", "--gate-photos", "3", "--gate-fit", "psnr",
+                  "--save-gate-data", tmp_path / "gate.pt", "-o", tmp_path / "b.safetensors")
+    assert second.returncode == 0, second.stderr
+    b = load_weights(tmp_path / "b.safetensors")
+    pair_b = b.build()
+    assert json.loads(b.metadata["derain.router"])["router_from"] == str(tmp_path / "a.safetensors")
+    for name in ("router_mean", "router_scale", "router_weight", "router_bias"):
+        assert torch.equal(getattr(pair_a, name), getattr(pair_b, name))
+    data = torch.load(tmp_path / "gate.pt")
+    assert data["features"].shape == (6, 16) and data["labels"].shape == (6,) and data["terms"].shape == (6, 3)
+    assert float(data["labels"][0::2].sum()) == 0  # a rain-free photo is never helped
+    # the same images and networks: the gate differs only by its fit
+    assert torch.equal(pair_a.gate_mean, pair_b.gate_mean) and not torch.equal(pair_a.gate_weight,
+                                                                               pair_b.gate_weight)
+    # the networks are the shipped ones
+    shipped = load_weights("derain.default").build()
+    assert torch.equal(pair_b.light.state_dict()["conv0.0.weight"], shipped.light.state_dict()["conv0.0.weight"])
