@@ -130,13 +130,18 @@ def main() -> None:
                         help="also write the gate's training data (features, labels, share terms) to FILE (.pt), "
                              "to study the fit without running the networks again")
     args = parser.parse_args()
+    if args.save_gate_data and args.save_gate_data.exists():
+        parser.error(f"--save-gate-data {args.save_gate_data}: the file exists; remove it or name another")
     torch.set_num_threads(1)
 
     pair = derain.create_model("prn_pair").eval()
     warm_start(pair.light, args.light, "prn")  # a PRN file, or NAME:light / NAME:heavy for a pair's half
     warm_start(pair.heavy, args.heavy, "prn")
     if args.router_from:
-        _, _, source = load_network(args.router_from)
+        kind, _, source = load_network(args.router_from)
+        if kind != "prn_pair":
+            parser.error(f"--router-from {args.router_from}: {kind!r} weights have no router; name a prn_pair "
+                         "file such as derain.default")
         for name in ("router_mean", "router_scale", "router_weight", "router_bias"):
             getattr(pair, name).copy_(getattr(source, name))
         router_info = {"router_from": str(args.router_from)}

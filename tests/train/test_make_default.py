@@ -52,3 +52,14 @@ def test_builds_a_pair_keeps_a_router_and_fits_the_gate_both_ways(tmp_path: Path
     # the networks are the shipped ones
     shipped = load_weights("derain.default").build()
     assert torch.equal(pair_b.light.state_dict()["conv0.0.weight"], shipped.light.state_dict()["conv0.0.weight"])
+
+
+def test_refuses_a_router_source_without_a_router_and_an_existing_data_file(tmp_path: Path) -> None:
+    halves = ("--light", "derain.default:light", "--heavy", "derain.default:heavy")
+    bad = _run(*halves, "--router-from", "derain.default:light", "-o", tmp_path / "x.safetensors")
+    assert bad.returncode == 2 and "have no router" in bad.stderr and "Traceback" not in bad.stderr
+    existing = tmp_path / "gate.pt"
+    existing.write_bytes(b"keep")
+    again = _run(*halves, "--save-gate-data", existing, "-o", tmp_path / "x.safetensors")
+    assert again.returncode == 2 and "exists" in again.stderr and existing.read_bytes() == b"keep"
+    assert not (tmp_path / "x.safetensors").exists()
