@@ -107,6 +107,12 @@ def gate_features_of(count: int, pair: torch.nn.Module) -> tuple[torch.Tensor, t
     return torch.stack(feats), torch.tensor(labels), torch.stack(terms)
 
 
+def set_buffers(pair: torch.nn.Module, values: dict[str, torch.Tensor]) -> None:
+    """Copy ``values`` into the pair's buffers of those names (router_*, gate_*)."""
+    for name, value in values.items():
+        getattr(pair, name).copy_(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--light", required=True)
@@ -142,8 +148,8 @@ def main() -> None:
         if kind != "prn_pair":
             parser.error(f"--router-from {args.router_from}: {kind!r} weights have no router; name a prn_pair "
                          "file such as derain.default")
-        for name in ("router_mean", "router_scale", "router_weight", "router_bias"):
-            getattr(pair, name).copy_(getattr(source, name))
+        set_buffers(pair, {name: getattr(source, name)
+                           for name in ("router_mean", "router_scale", "router_weight", "router_bias")})
         router_info = {"router_from": str(args.router_from)}
         print(f"router kept from {args.router_from}")
     else:
@@ -151,8 +157,7 @@ def main() -> None:
                 else better_features(args.photos, pair.light, pair.heavy))
         print(f"{int(y.sum())} of {len(y)} training images restored better by the heavy network")
         router = fit_logistic(x, y)
-        for name, value in router.buffers("router").items():
-            getattr(pair, name).copy_(value)
+        set_buffers(pair, router.buffers("router"))
         accuracy = float(((router.logits(x) > 0).float() == y).float().mean())
         router_info = {"labels": args.labels, "synthetic_accuracy": round(accuracy, 4)}
         print(f"router fitted on {len(y)} synthetic images: {accuracy:.1%} routed right")
@@ -164,18 +169,18 @@ def main() -> None:
         gate = fit_logistic(gx, gy)
         if args.gate_fit == "psnr":
             gate = fit_share(gx, terms, start=gate)
-        for name, value in gate.buffers("gate").items():
-            getattr(pair, name).copy_(value)
+        set_buffers(pair, gate.buffers("gate"))
         p = gate(gx)
         none, every = gated_psnr(terms, torch.zeros_like(p)), gated_psnr(terms, torch.ones_like(p))
+        gated = gated_psnr(terms, p)
         gate_info = {"gate_photos": args.gate_photos, "gate_fit": args.gate_fit, "gate_helped": int(gy.sum()),
                      "gate_accuracy": round(float(((p > 0.5).float() == gy).float().mean()), 4)}
         print(f"gate ({args.gate_fit}) fitted on {len(gy)} training images ({int(gy.sum())} helped by the network): "
               f"{gate_info['gate_accuracy']:.1%} right at 0.5; mean strength on the rain-free ones "
               f"{float(p[0::2].mean()):.3f}, on the rainy ones {float(p[1::2].mean()):.3f}")
-        print(f"on these images the gated output gains {float((gated_psnr(terms, p) - none)[1::2].mean()):+.3f} dB "
+        print(f"on these images the gated output gains {float((gated - none)[1::2].mean()):+.3f} dB "
               f"on the rainy ones (all the layer removed: {float((every - none)[1::2].mean()):+.3f}) and is "
-              f"{float(gated_psnr(terms, p)[0::2].mean()):.2f} dB from the rain-free ones "
+              f"{float(gated[0::2].mean()):.2f} dB from the rain-free ones "
               f"(all removed: {float(every[0::2].mean()):.2f})")
     write_weights(args.output, model="prn_pair", options={}, state_dict=pair.state_dict(), name="derain.default",
                   extra={"router": json.dumps({**router_info, **gate_info})})
