@@ -16,7 +16,8 @@ figures). The six:
 - ``kurtosis``: the log kurtosis of the removed layer (rain is sparse);
 - ``pos_share``: among the removed layer's largest 1 %, the share that brightened the input (rain adds light).
 
-It also prints two bounds: every rain layer removed in full, and an oracle that knows which images are rain-free.
+It also prints three bounds: every rain layer removed in full, an oracle that knows which images are rain-free,
+and one that knows each image's best share.
 
     python benchmarks/gate_study.py --pair derain.default --photos 240 --save ~/derain-runs/gate_study.pt
 
@@ -150,6 +151,8 @@ def main() -> None:
     print(f"{len(labels)} images, {int(labels.sum())} helped by the network; rainy gain (dB) / rain-free pooled (dB)")
     print(line("every rain layer removed in full", torch.ones_like(oracle)))
     print(line("oracle (knows the rain-free ones)", oracle))
+    a, b = terms[:, 0].double(), terms[:, 1].double()
+    print(line("oracle (the best share per image)", torch.where(a > 0, b / a.clamp(min=1e-30), 0.0).clamp(0, 1)))
     print(f"{folds}-fold cross-validated gates:")
     print(line("  the 16 features", cross_validated(base, labels, folds)))
     for i, name in enumerate(NEW):

@@ -36,7 +36,7 @@ def test_studies_features_saves_and_reloads_them(tmp_path: Path) -> None:
     again = _run("--load", tmp_path / "f.pt")
     assert again.returncode == 0, again.stderr
     lines = again.stdout.splitlines()
-    assert len(lines) == 12 and first.stdout.splitlines()[-len(lines):] == lines  # the same fits from the file
+    assert len(lines) == 13 and first.stdout.splitlines()[-len(lines):] == lines  # the same fits from the file
 
 
 def test_refuses_an_existing_save_a_missing_load_a_non_pair_and_a_bad_name(tmp_path: Path) -> None:
