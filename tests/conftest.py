@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -56,6 +58,13 @@ def _shared_root() -> Path:
 # shared folder itself for the scripts the tests start.
 os.environ["DERAIN_SHARED"] = str(_shared_root())
 os.environ["DERAIN_DATA"] = str(_shared_root() / "data")
+
+
+def run_script(path: Path, *args: object) -> subprocess.CompletedProcess[str]:
+    """Run a repository script (``scripts/``, ``benchmarks/``) in this Python from the repository root, its output
+    captured; the caller checks the return code (some tests expect a refusal)."""
+    return subprocess.run([sys.executable, str(path), *map(str, args)], capture_output=True, text=True, cwd=REPO,
+                          check=False)
 
 
 def require_shared(*parts: str) -> Path:

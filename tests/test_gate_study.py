@@ -4,19 +4,17 @@ refuses what it cannot do with a message."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
-from tests.conftest import REPO, require_shared
+from tests.conftest import REPO, require_shared, run_script
 
 SCRIPT = REPO / "benchmarks" / "gate_study.py"
 
 
 def _run(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, cwd=REPO,
-                          check=False)
+    return run_script(SCRIPT, *args)
 
 
 def test_studies_features_saves_and_reloads_them(tmp_path: Path) -> None:

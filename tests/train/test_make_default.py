@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
 from derain.weights.store import load_weights
-from tests.conftest import REPO, require_shared
+from tests.conftest import REPO, require_shared, run_script
 
 SCRIPT = REPO / "scripts" / "make_default.py"
 
 
 def _run(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, cwd=REPO,
-                          check=False)
+    return run_script(SCRIPT, *args)
 
 
 def test_builds_a_pair_keeps_a_router_and_fits_the_gate_both_ways(tmp_path: Path) -> None:
