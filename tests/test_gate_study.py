@@ -1,4 +1,4 @@
-"""benchmarks/gate_study.py on two real training photos: it runs the pair, saves and reloads its features, and
+"""benchmarks/gate_study.py on three real training photos: it runs the pair, saves and reloads its features, and
 refuses what it cannot do with a message."""
 
 from __future__ import annotations
