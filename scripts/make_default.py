@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -39,7 +40,7 @@ from derain.data.sets import resolve_images
 from derain.data.synthetic import add_rain, generator, load_textures
 from derain.data.training import clean_files
 from derain.io import read_image
-from derain.train.gate import fit_logistic, fit_share, gated_psnr, share_terms
+from derain.train.gate import ROUNDING_MSE, Logistic, fit_logistic, fit_share, gated_psnr, share_terms
 from derain.train.model import load_network, warm_start
 from derain.weights.store import write_weights
 
@@ -82,17 +83,19 @@ def better_features(count: int, light: torch.nn.Module, heavy: torch.nn.Module) 
     return torch.stack(feats), torch.tensor(labels)
 
 
-def gate_features_of(count: int, pair: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def gate_features_of(count: int, pair: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                   list[tuple[torch.Tensor, ...]]]:
     """Features for the gate: training photos (after the 8 validation photos) each rain-free and with diverse
     rain, through the pair (router on, gate off), labelled 1 where its output (8-bit) is closer to the clean photo
-    than the input (PSNR on Y; a rain-free photo is always labelled 0: any change harms it), and the terms of
-    each image's error as a function of the share removed (:func:`derain.train.gate.share_terms`)."""
+    than the input (PSNR on Y; a rain-free photo is always labelled 0: any change harms it), the terms of
+    each image's error as a function of the share removed (:func:`derain.train.gate.share_terms`), and the images
+    themselves ``(x, out, clean)``, each (3, H, W) float16, for a local gate."""
     from derain.archs.prenet import gate_features
     from derain.metrics import psnr
 
     restorer = derain.Restorer(pair, name="pair", device="cpu")
     files, textures = training_photos(count)
-    feats, labels, terms = [], [], []
+    feats, labels, terms, images = [], [], [], []
     with torch.no_grad():
         for k, path in enumerate(files, start=8):
             clean = read_image(path).image
@@ -104,7 +107,42 @@ def gate_features_of(count: int, pair: torch.nn.Module) -> tuple[torch.Tensor, t
                 feats.append(gate_features(x, out)[0])
                 labels.append(float(gain > 0))
                 terms.append(share_terms(x, out, clean)[0])
-    return torch.stack(feats), torch.tensor(labels), torch.stack(terms)
+                images.append(tuple(t[0].half() for t in (x, out, clean)))
+    return torch.stack(feats), torch.tensor(labels), torch.stack(terms), images
+
+
+def train_local_gate(pair: torch.nn.Module, images: list[tuple[torch.Tensor, ...]], steps: int) -> dict[str, float]:
+    """Give ``pair`` a :class:`derain.archs.prenet.LocalGate` trained on the gate's images on top of its
+    image-level gate (:func:`derain.train.gate.fit_local`, seed 0); returns the mean PSNR of the gated images
+    before and after (whole images, rainy and rain-free apart)."""
+    from derain.archs.prenet import LocalGate
+    from derain.train.gate import GateSample, fit_local
+
+    torch.manual_seed(0)
+    pair.local = LocalGate()
+    samples = []
+    with torch.no_grad():
+        for x, out, clean in images:
+            logit = float(pair.gate_logit(x[None].float(), out[None].float())[0])
+            samples.append(GateSample(x, out, clean, logit))
+
+    def whole() -> tuple[float, float]:
+        scores = []
+        with torch.no_grad():
+            for x, out, clean in images:
+                gated = pair.gated(x[None].float(), out[None].float())
+                scores.append(float(share_terms(gated, gated, clean[None].float())[0, 2]))
+        psnr = [-10 * math.log10(v + ROUNDING_MSE) for v in scores]
+        return sum(psnr[0::2]) / len(psnr[0::2]), sum(psnr[1::2]) / len(psnr[1::2])
+
+    before = whole()
+    fit_local(pair.local, samples, steps=steps,
+              log=lambda step, p: print(f"local gate step {step}: crops {p:.2f} dB", flush=True))
+    after = whole()
+    print(f"local gate: rain-free {before[0]:.2f} -> {after[0]:.2f} dB, rainy {before[1]:.2f} -> {after[1]:.2f} dB "
+          f"(the gate's own {len(images)} training images)")
+    return {"local_gate_steps": steps, "rain_free_before": round(before[0], 3), "rain_free_after": round(after[0], 3),
+            "rainy_before": round(before[1], 3), "rainy_after": round(after[1], 3)}
 
 
 def set_buffers(pair: torch.nn.Module, values: dict[str, torch.Tensor]) -> None:
@@ -132,15 +170,28 @@ def main() -> None:
                         help="helps: a classifier of 'the output beats the input', its probability the share "
                              "removed; psnr: from there, the share that maximises the mean PSNR of the gated "
                              "outputs over the same images")
+    parser.add_argument("--gate-from", metavar="PAIR",
+                        help="keep this prn_pair's image-level gate instead of fitting one (its gate data is "
+                             "still computed when a local gate is trained)")
+    parser.add_argument("--local-gate-steps", type=int, default=0, metavar="N",
+                        help="also train a local gate (a per-pixel share; LocalGate) for N steps on the gate's "
+                             "images; 0 (default): none")
     parser.add_argument("--save-gate-data", type=Path, metavar="FILE",
-                        help="also write the gate's training data (features, labels, share terms) to FILE (.pt), "
-                             "to study the fit without running the networks again")
+                        help="also write the gate's training data (features, labels, share terms, images) to FILE "
+                             "(.pt), to study the fit without running the networks again")
+    parser.add_argument("--load-gate-data", type=Path, metavar="FILE",
+                        help="read the gate's training data from a --save-gate-data FILE instead of running the "
+                             "networks (it must come from the same networks and router)")
     args = parser.parse_args()
     if args.save_gate_data and args.save_gate_data.exists():
         parser.error(f"--save-gate-data {args.save_gate_data}: the file exists; remove it or name another")
+    if args.load_gate_data and not args.load_gate_data.is_file():
+        parser.error(f"--load-gate-data {args.load_gate_data}: no such file; write one with --save-gate-data")
+    if args.local_gate_steps < 0:
+        parser.error(f"--local-gate-steps {args.local_gate_steps}: give 0 (no local gate) or a number of steps")
     torch.set_num_threads(1)
 
-    pair = derain.create_model("prn_pair").eval()
+    pair = derain.create_model("prn_pair", local_gate=bool(args.local_gate_steps)).eval()
     warm_start(pair.light, args.light, "prn")  # a PRN file, or NAME:light / NAME:heavy for a pair's half
     warm_start(pair.heavy, args.heavy, "prn")
     if args.router_from:
@@ -163,26 +214,50 @@ def main() -> None:
         print(f"router fitted on {len(y)} synthetic images: {accuracy:.1%} routed right")
     gate_info = {}
     if args.gate_photos:
-        gx, gy, terms = gate_features_of(args.gate_photos, pair)
+        local = pair.local
+        pair.local = None  # the gate data is the pair's output with no gate at all
+        if args.load_gate_data:
+            data = torch.load(args.load_gate_data)
+            gx, gy, terms, images = data["features"], data["labels"], data["terms"], data["images"]
+            print(f"gate data read from {args.load_gate_data}")
+        else:
+            gx, gy, terms, images = gate_features_of(args.gate_photos, pair)
         if args.save_gate_data:
-            torch.save({"features": gx, "labels": gy, "terms": terms}, args.save_gate_data)
-        gate = fit_logistic(gx, gy)
-        if args.gate_fit == "psnr":
-            gate = fit_share(gx, terms, start=gate)
+            torch.save({"features": gx, "labels": gy, "terms": terms, "images": images}, args.save_gate_data)
+        if args.gate_from:
+            kind, _, source = load_network(args.gate_from)
+            if kind != "prn_pair":
+                parser.error(f"--gate-from {args.gate_from}: {kind!r} weights have no gate; name a prn_pair file "
+                             "such as derain.default")
+            gate = Logistic(*(getattr(source, f"gate_{name}").clone() for name in ("mean", "scale", "weight", "bias")))
+            print(f"image-level gate kept from {args.gate_from}")
+        else:
+            gate = fit_logistic(gx, gy)
+            if args.gate_fit == "psnr":
+                gate = fit_share(gx, terms, start=gate)
         set_buffers(pair, gate.buffers("gate"))
         p = gate(gx)
         none, every = gated_psnr(terms, torch.zeros_like(p)), gated_psnr(terms, torch.ones_like(p))
         gated = gated_psnr(terms, p)
         gate_info = {"gate_photos": args.gate_photos, "gate_fit": args.gate_fit, "gate_helped": int(gy.sum()),
                      "gate_accuracy": round(float(((p > 0.5).float() == gy).float().mean()), 4)}
-        print(f"gate ({args.gate_fit}) fitted on {len(gy)} training images ({int(gy.sum())} helped by the network): "
+        how = f"kept from {args.gate_from}, measured" if args.gate_from else f"({args.gate_fit}) fitted"
+        print(f"gate {how} on {len(gy)} training images ({int(gy.sum())} helped by the network): "
               f"{gate_info['gate_accuracy']:.1%} right at 0.5; mean strength on the rain-free ones "
               f"{float(p[0::2].mean()):.3f}, on the rainy ones {float(p[1::2].mean()):.3f}")
         print(f"on these images the gated output gains {float((gated - none)[1::2].mean()):+.3f} dB "
               f"on the rainy ones (all the layer removed: {float((every - none)[1::2].mean()):+.3f}) and is "
               f"{float(gated[0::2].mean()):.2f} dB from the rain-free ones "
               f"(all removed: {float(every[0::2].mean()):.2f})")
-    write_weights(args.output, model="prn_pair", options={}, state_dict=pair.state_dict(), name="derain.default",
+        if local is not None:
+            pair.local = local
+            gate_info.update(train_local_gate(pair, images, args.local_gate_steps))
+            if args.gate_from:
+                gate_info["gate_from"] = str(args.gate_from)
+    elif pair.local is not None:
+        parser.error("--local-gate-steps needs the gate's images: give --gate-photos more than 0")
+    write_weights(args.output, model="prn_pair", options={"local_gate": True} if pair.local is not None else {},
+                  state_dict=pair.state_dict(), name="derain.default",
                   extra={"router": json.dumps({**router_info, **gate_info})})
     print(f"wrote {args.output}")
 

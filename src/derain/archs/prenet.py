@@ -202,6 +202,41 @@ def gate_features(x: Tensor, out: Tensor) -> Tensor:
 GATE_OFF = 30.0  # a gate bias that makes every strength 1.0 in float32: weights without a gate run as they are
 
 
+class LocalGate(nn.Module):
+    """A per-pixel logit added to a pair's image-level gate, so that the share of the rain layer removed can vary
+    across the image: where the network changed edges or texture that are not rain, less; where it removed streaks,
+    more. A small dilated CNN (3x3 convolutions at dilations 1, 2 and 4, a 15x15 footprint) on the input less 0.5 and
+    four times what the network removed, ``out - x``. Its last convolution starts at zero, so an untrained local
+    gate is the image-level gate. Tall images are done in bands of rows with a halo of the footprint's radius, so
+    the memory stays that of ``band`` rows and the result is the whole image's."""
+
+    RADIUS = 7  # 1 + 2 + 4: the rows on each side a band needs to be exact
+    BAND = 256
+
+    def __init__(self, *, channels: int = 16) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(6, channels, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=2, dilation=2), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=4, dilation=4), nn.ReLU(inplace=True),
+            nn.Conv2d(channels, 1, 1))
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
+
+    def forward(self, x: Tensor, out: Tensor, *, banded: bool = True) -> Tensor:
+        """(N, 1, H, W) logits for input ``x`` and network output ``out`` (N, 3, H, W)."""
+        z = torch.cat([x - 0.5, 4 * (out - x)], dim=1)
+        height = z.shape[-2]
+        if not banded or height <= self.BAND + 2 * self.RADIUS:
+            return self.body(z)
+        bands = []
+        for top in range(0, height, self.BAND):
+            lo, hi = max(top - self.RADIUS, 0), min(top + self.BAND + self.RADIUS, height)
+            piece = self.body(z[..., lo:hi, :])
+            bands.append(piece[..., top - lo:top - lo + min(self.BAND, height - top), :])
+        return torch.cat(bands, dim=-2)
+
+
 class PReNetPair(nn.Module):
     """Two networks of one PReNet preset, one trained on light rain and one on heavy rain, and a linear classifier
     on :func:`rain_features` (fitted on synthetic light vs heavy rain, stored as buffers) that sends each image to
@@ -215,11 +250,12 @@ class PReNetPair(nn.Module):
     scaling (:meth:`gated`); ``forward`` returns the networks' output untouched, except in ``export_mode``."""
 
     def __init__(self, *, stages: int = 6, channels: int = 32, recurrent: Literal["lstm", "gru"] | None = None,
-                 recursive: bool = False) -> None:
+                 recursive: bool = False, local_gate: bool = False) -> None:
         super().__init__()
         options = {"stages": stages, "channels": channels, "recurrent": recurrent, "recursive": recursive}
         self.light = PReNet(**options)
         self.heavy = PReNet(**options)
+        self.local = LocalGate() if local_gate else None
         self.register_buffer("router_mean", torch.zeros(9))
         self.register_buffer("router_scale", torch.ones(9))
         self.register_buffer("router_weight", torch.zeros(9))
@@ -243,15 +279,28 @@ class PReNetPair(nn.Module):
         :func:`gate_features`, fitted on clean training photos with and without rain; see
         ``scripts/make_default.py``). Near 0 the image is left as it is: no rain, or rain this network would
         only damage. Weights without a gate give 1."""
+        return torch.sigmoid(self.gate_logit(x, out))
+
+    def gate_logit(self, x: Tensor, out: Tensor) -> Tensor:
+        """(N,) the image-level gate's logit (:meth:`strength` is its sigmoid)."""
         z = (gate_features(x, out) - self.gate_mean.float()) / self.gate_scale.float()
-        return torch.sigmoid(z @ self.gate_weight.float() + self.gate_bias.float())
+        return z @ self.gate_weight.float() + self.gate_bias.float()
+
+    def share(self, x: Tensor, out: Tensor) -> Tensor:
+        """The share of the rain layer removed at each pixel, (N, 1, H, W), or (N, 1, 1, 1) without a local gate
+        (:meth:`strength` everywhere). With one (``local_gate=True``): ``sigmoid`` of the image-level logit plus
+        :class:`LocalGate`'s per-pixel logit."""
+        logit = self.gate_logit(x, out).view(-1, 1, 1, 1)
+        if self.local is not None:
+            logit = logit + self.local(x.float(), out.float(), banded=not self.export_mode)
+        return torch.sigmoid(logit)
 
     def gated(self, x: Tensor, out: Tensor) -> Tensor:
-        """``out`` with only :meth:`strength` of its rain layer removed (``out`` itself where the strength is 1)."""
-        s = self.strength(x, out)
+        """``out`` with only :meth:`share` of its rain layer removed (``out`` itself where the share is 1)."""
+        s = self.share(x, out)
         if not self.export_mode and bool((s >= 1).all()):
             return out
-        return x + s.to(x.dtype).view(-1, 1, 1, 1) * (out - x)
+        return x + s.to(x.dtype) * (out - x)
 
     def heavy_score(self, x: Tensor) -> Tensor:
         """(N,) logits: > 0 means heavy rain."""

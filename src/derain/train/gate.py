@@ -10,10 +10,14 @@ computes the features on training photos and stores what is fitted here as the p
   removed, ``x + s (out - x)``; on each training image the PSNR on Y of that image against the clean photo is a
   closed form in ``s`` (:func:`share_terms`), and the fit maximises the mean of it over the images (rain-free and
   rainy alike), the 8-bit rounding of a written image included as a floor (:data:`ROUNDING_MSE`).
+- :func:`fit_local`: the pair's local gate (:class:`derain.archs.prenet.LocalGate`, 2026-12-06), a per-pixel logit
+  added to the image-level gate's, trained by Adam on random crops of the same images to maximise the mean PSNR on
+  Y of the gated crops (the rounding floor included).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -109,3 +113,61 @@ def fit_share(x: Tensor, terms: Tensor, *, start: Logistic | None = None, l2: fl
     _lbfgs([w, b], lambda: -gated_psnr(terms, torch.sigmoid(z @ w + b)).mean() / 10 + l2 * (w * w).sum(),
            line_search="strong_wolfe")
     return Logistic(mean.float(), scale.float(), w.detach().float(), b.detach().float())
+
+
+@dataclass(frozen=True)
+class GateSample:
+    """One training image of a local gate: the network's input ``x``, its output ``out`` and the ``clean`` image,
+    each (3, H, W), and the image-level gate's ``logit`` for it (:meth:`derain.archs.prenet.PReNetPair.gate_logit`)."""
+
+    x: Tensor
+    out: Tensor
+    clean: Tensor
+    logit: float
+
+
+def _crops(samples: Sequence[GateSample], size: int, count: int, g: torch.Generator
+           ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    picks = torch.randint(len(samples), (count,), generator=g).tolist()
+    xs, outs, cleans, logits = [], [], [], []
+    for k in picks:
+        sample = samples[k]
+        h, w = sample.x.shape[-2:]
+        top = int(torch.randint(h - size + 1, (1,), generator=g))
+        left = int(torch.randint(w - size + 1, (1,), generator=g))
+        flip = bool(torch.randint(2, (1,), generator=g))  # streaks lean either way: a mirror is as likely
+        for t, into in ((sample.x, xs), (sample.out, outs), (sample.clean, cleans)):
+            piece = t[:, top:top + size, left:left + size].float()
+            into.append(piece.flip(-1) if flip else piece)
+        logits.append(sample.logit)
+    return torch.stack(xs), torch.stack(outs), torch.stack(cleans), torch.tensor(logits).view(-1, 1, 1, 1)
+
+
+def fit_local(local: torch.nn.Module, samples: Sequence[GateSample], *, steps: int = 2000, crop: int = 96,
+              batch: int = 16, lr: float = 1e-3, seed: int = 0,
+              log: Callable[[int, float], None] | None = None) -> float:
+    """Train ``local`` (a :class:`derain.archs.prenet.LocalGate`) in place: ``steps`` Adam steps (cosine-decayed
+    ``lr``) on ``batch`` random ``crop`` x ``crop`` crops (mirrored at random) of ``samples``, minimising minus the
+    mean PSNR on Y of ``x + s (out - x)`` against ``clean``, ``s = sigmoid(logit + local(x, out))`` (the 8-bit
+    rounding's error added as a floor, as :func:`gated_psnr`). ``log(step, mean PSNR)`` every 100 steps.
+    Returns the mean PSNR of the last 100 steps' crops."""
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(local.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    local.train()
+    recent: list[float] = []
+    for step in range(1, steps + 1):
+        x, out, clean, logit = _crops(samples, crop, batch, g)
+        s = torch.sigmoid(logit + local(x, out, banded=False))
+        err = (rgb_to_y(x + s * (out - x)) - rgb_to_y(clean)).flatten(1)
+        psnr = -10 * torch.log10((err * err).mean(1) + ROUNDING_MSE)
+        loss = -psnr.mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        recent = [*recent, float(psnr.detach().mean())][-100:]
+        if log is not None and step % 100 == 0:
+            log(step, sum(recent) / len(recent))
+    local.eval()
+    return sum(recent) / len(recent)
