@@ -91,8 +91,8 @@ def test_gate_removes_its_share_of_the_rain_layer_once_per_image() -> None:
     torch.testing.assert_close(got, x + 0.25 * (full - x), atol=1e-6, rtol=0)
     # tiled: the gate sees the whole tiled output once, not each tile (a feature-dependent gate would differ)
     calls: list[object] = []
-    real = pair.strength
-    pair.strength = lambda a, b: calls.append(a.shape) or real(a, b)  # type: ignore[method-assign]
+    real = pair.share
+    pair.share = lambda a, b: calls.append(a.shape) or real(a, b)  # type: ignore[method-assign]
     restorer(x, tile=48, overlap=16, scale=1)
     assert calls == [torch.Size([1, 3, 96, 130])]
     # a number overrides the gate: that share of the network's whole rain layer
@@ -145,3 +145,36 @@ def test_gate_depends_on_what_was_removed() -> None:
     assert residual_features(x, outs).shape == (3, 7) and gate_features(x, outs).shape == (3, 16)
     s = pair.strength(x, outs)
     assert s[0] == torch.sigmoid(torch.tensor(-2.0)) and s[0] < s[1] < s[2]
+
+
+def test_a_local_gate_starts_as_the_image_level_gate_and_bands_are_exact(tmp_path) -> None:
+    """``local_gate=True``: a per-pixel logit added to the image-level gate's. Untrained (its last convolution at
+    zero) it changes nothing; trained, the share varies across the image, tall images done in bands of rows equal
+    the whole image, and the file records the option, so the pair loads as it was written."""
+    from derain.archs.prenet import LocalGate
+    from derain.weights.store import load_weights, write_weights
+
+    plain = _gated_pair(0.25)
+    local = derain.create_model("prn_pair", stages=2, channels=8, local_gate=True).eval()
+    local.load_state_dict({**plain.state_dict(), **{f"local.{k}": v for k, v in local.local.state_dict().items()}})
+    x = torch.rand(1, 3, 40, 56)
+    with torch.no_grad():
+        out = plain(x).image.clamp(0, 1)
+        assert local.share(x, out).shape == (1, 1, 40, 56)
+        torch.testing.assert_close(local.gated(x, out), plain.gated(x, out), atol=1e-6, rtol=0)
+        torch.nn.init.normal_(local.local.body[-1].weight, std=5.0)
+        share = local.share(x, out)
+        assert float(share.std()) > 0.01  # it varies across the image now
+        torch.testing.assert_close(local.gated(x, out), x + share * (out - x))
+        tall, tall_out = torch.rand(1, 3, 2 * LocalGate.BAND + 50, 24), torch.rand(1, 3, 2 * LocalGate.BAND + 50, 24)
+        # the same sums up to float rounding (a convolution's order of summation depends on the shape)
+        torch.testing.assert_close(local.local(tall, tall_out), local.local(tall, tall_out, banded=False),
+                                   atol=1e-5, rtol=0)
+    write_weights(tmp_path / "local.safetensors", model="prn_pair",
+                  options={"stages": 2, "channels": 8, "local_gate": True}, state_dict=local.state_dict(),
+                  name="local")
+    loaded = load_weights(tmp_path / "local.safetensors").build()
+    assert isinstance(loaded.local, LocalGate)
+    restorer = derain.Restorer(local, name="local", device="cpu")
+    assert torch.equal(derain.Restorer(loaded, name="loaded", device="cpu")(x, scale=1), restorer(x, scale=1))
+    torch.testing.assert_close(restorer(x, scale=1), (x + share * (out - x)).clamp(0, 1), atol=1e-6, rtol=0)

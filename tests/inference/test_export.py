@@ -83,12 +83,16 @@ def test_export_errors(tmp_path: Path) -> None:
     assert (tmp_path / "m.onnx").read_bytes() == b"keep"
 
 
-def test_a_gated_pair_exports_with_its_gate(tmp_path: Path) -> None:
-    """derain.default's gate (the share of the rain layer removed, from the input and what was removed) is in the
-    exported graph: ONNX Runtime matches the Restorer, which applies it after tiling."""
+@pytest.mark.parametrize("local", [False, True], ids=["image-gate", "local-gate"])
+def test_a_gated_pair_exports_with_its_gate(tmp_path: Path, local: bool) -> None:
+    """derain.default's gate (the share of the rain layer removed, from the input and what was removed; with a
+    local gate, per pixel) is in the exported graph: ONNX Runtime matches the Restorer, which applies it after
+    tiling."""
     torch.manual_seed(0)
-    options = _small_options("prn_pair")
+    options = {**_small_options("prn_pair"), **({"local_gate": True} if local else {})}
     model = derain.create_model("prn_pair", **options).eval()
+    if local:
+        torch.nn.init.normal_(model.local.body[-1].weight, std=5.0)
     x = torch.rand(2, 3, 37, 29)
     with torch.no_grad():                   # a gate that depends on every feature, near its middle here
         features = gate_features(x, model(x).image.clamp(0, 1))

@@ -1,5 +1,6 @@
 """scripts/make_default.py on a few real training photos: it builds a loadable prn_pair with a fitted router and
-gate, keeps a router when asked, fits the gate either way, and saves the gate's training data."""
+gate, keeps a router when asked, fits the gate either way, saves the gate's training data, and trains a local
+gate from that data on top of a kept image-level gate."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+import derain
 from derain.weights.store import load_weights
 from tests.conftest import REPO, require_shared, run_script
 
@@ -50,6 +52,27 @@ def test_builds_a_pair_keeps_a_router_and_fits_the_gate_both_ways(tmp_path: Path
     # the networks are the shipped ones
     shipped = load_weights("derain.default").build()
     assert torch.equal(pair_b.light.state_dict()["conv0.0.weight"], shipped.light.state_dict()["conv0.0.weight"])
+    assert len(data["images"]) == 6 and all(t.shape == (3, 321, 481) or t.shape == (3, 481, 321)
+                                            for image in data["images"] for t in image)
+
+    # a local gate on top of b's router and image-level gate, from the saved images (no network run)
+    third = _run(*halves, "--router-from", tmp_path / "b.safetensors", "--gate-from", tmp_path / "b.safetensors",
+                 "--load-gate-data", tmp_path / "gate.pt", "--local-gate-steps", "200", "-o",
+                 tmp_path / "c.safetensors")
+    assert third.returncode == 0, third.stderr
+    c = load_weights(tmp_path / "c.safetensors")
+    assert c.options == {"local_gate": True}
+    pair_c = c.build()
+    for name in ("gate_mean", "gate_scale", "gate_weight", "gate_bias"):
+        assert torch.equal(getattr(pair_b, name), getattr(pair_c, name))
+    info = json.loads(c.metadata["derain.router"])
+    assert info["local_gate_steps"] == 200 and info["gate_from"] == str(tmp_path / "b.safetensors")
+    # it serves its own training images better than the image-level gate alone did
+    assert (info["rain_free_after"] + info["rainy_after"]) > (info["rain_free_before"] + info["rainy_before"])
+    x = data["images"][1][0][None].float()
+    restored = derain.Restorer(pair_c, name="c", device="cpu")(x, scale=1)
+    assert restored.shape == x.shape and not torch.equal(restored, derain.Restorer(pair_b, name="b", device="cpu")(
+        x, scale=1))
 
 
 def test_refuses_a_router_source_without_a_router_and_an_existing_data_file(tmp_path: Path) -> None:
