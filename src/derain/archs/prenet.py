@@ -246,8 +246,10 @@ class PReNetPair(nn.Module):
 
     A gate (:meth:`strength`, buffers ``gate_*``) then decides how much of the rain layer to remove: a second
     classifier, on the input and on what the network removed, that leaves images alone where the network would
-    not help (no rain, or rain it would only damage). The Restorer applies it to the whole image after tiling and
-    scaling (:meth:`gated`); ``forward`` returns the networks' output untouched, except in ``export_mode``."""
+    not help (no rain, or rain it would only damage). With ``local_gate=True`` a :class:`LocalGate` adds a logit
+    per pixel, so the share removed can differ across the image (:meth:`share`). The Restorer applies the gate to the
+    whole image after tiling and scaling (:meth:`gated`); ``forward`` returns the networks' output untouched, except
+    in ``export_mode``."""
 
     def __init__(self, *, stages: int = 6, channels: int = 32, recurrent: Literal["lstm", "gru"] | None = None,
                  recursive: bool = False, local_gate: bool = False) -> None:
