@@ -144,12 +144,14 @@ def _crops(samples: Sequence[GateSample], size: int, count: int, g: torch.Genera
 
 
 def fit_local(local: torch.nn.Module, samples: Sequence[GateSample], *, steps: int = 2000, crop: int = 96,
-              batch: int = 16, lr: float = 1e-3, seed: int = 0,
+              batch: int = 16, lr: float = 1e-3, seed: int = 0, cap: float | None = None,
               log: Callable[[int, float], None] | None = None) -> float:
     """Train ``local`` (a :class:`derain.archs.prenet.LocalGate`) in place: ``steps`` Adam steps (cosine-decayed
     ``lr``) on ``batch`` random ``crop`` x ``crop`` crops (mirrored at random) of ``samples``, minimising minus the
     mean PSNR on Y of ``x + s (out - x)`` against ``clean``, ``s = sigmoid(logit + local(x, out))`` (the 8-bit
-    rounding's error added as a floor, as :func:`gated_psnr`). ``log(step, mean PSNR)`` every 100 steps.
+    rounding's error added as a floor, as :func:`gated_psnr`); with ``cap``, each crop's PSNR counts up to ``cap``
+    dB only (no reward for leaving a rain-free crop more alone than that, so rain-free crops cannot buy their
+    58.9 dB ceiling with rain left on rainy ones). ``log(step, mean PSNR)`` every 100 steps.
     Returns the mean PSNR of the last 100 steps' crops."""
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(local.parameters(), lr=lr)
@@ -161,7 +163,7 @@ def fit_local(local: torch.nn.Module, samples: Sequence[GateSample], *, steps: i
         s = torch.sigmoid(logit + local(x, out, banded=False))
         err = (rgb_to_y(x + s * (out - x)) - rgb_to_y(clean)).flatten(1)
         psnr = -10 * torch.log10((err * err).mean(1) + ROUNDING_MSE)
-        loss = -psnr.mean()
+        loss = -(psnr if cap is None else psnr.clamp(max=cap)).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
