@@ -83,24 +83,27 @@ def better_features(count: int, light: torch.nn.Module, heavy: torch.nn.Module) 
     return torch.stack(feats), torch.tensor(labels)
 
 
-def gate_features_of(count: int, pair: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                                   list[tuple[torch.Tensor, ...]]]:
-    """Features for the gate: training photos (after the 8 validation photos) each rain-free and with diverse
-    rain, through the pair (router on, gate off), labelled 1 where its output (8-bit) is closer to the clean photo
-    than the input (PSNR on Y; a rain-free photo is always labelled 0: any change harms it), the terms of
-    each image's error as a function of the share removed (:func:`derain.train.gate.share_terms`), and the images
-    themselves ``(x, out, clean)``, each (3, H, W) float16, for a local gate."""
+def gate_features_of(count: int, pair: torch.nn.Module, styles: tuple[str, ...] = ("diverse",)
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, ...]], torch.Tensor]:
+    """Features for the gate: training photos (after the 8 validation photos) each rain-free and with rain of each
+    of ``styles`` (diverse by default), through the pair (router on, gate off), labelled 1 where its output (8-bit)
+    is closer to the clean photo than the input (PSNR on Y; a rain-free photo is always labelled 0: any change
+    harms it), the terms of each image's error as a function of the share removed
+    (:func:`derain.train.gate.share_terms`), the images themselves ``(x, out, clean)``, each (3, H, W) float16, for
+    a local gate, and which images are rain-free."""
     from derain.archs.prenet import gate_features
     from derain.metrics import psnr
 
     restorer = derain.Restorer(pair, name="pair", device="cpu")
     files, textures = training_photos(count)
-    feats, labels, terms, images = [], [], [], []
+    feats, labels, terms, images, rain_free = [], [], [], [], []
     with torch.no_grad():
         for k, path in enumerate(files, start=8):
             clean = read_image(path).image
-            rainy = add_rain(clean[0], style="diverse", g=generator("gate", k), textures=textures)[0][None]
-            for x in (clean, rainy):
+            rainy = [add_rain(clean[0], style=style, g=generator("gate", k) if style == "diverse" else
+                              generator("gate", k, style), textures=textures)[0][None] for style in styles]
+            for x in (clean, *rainy):
+                rain_free.append(x is clean)
                 out = restorer(x, scale=1)
                 gain = (psnr((out * 255).round() / 255, clean, data_range=1.0, y_channel=True)
                         - psnr(x, clean, data_range=1.0, y_channel=True))
@@ -108,13 +111,14 @@ def gate_features_of(count: int, pair: torch.nn.Module) -> tuple[torch.Tensor, t
                 labels.append(float(gain > 0))
                 terms.append(share_terms(x, out, clean)[0])
                 images.append(tuple(t[0].half() for t in (x, out, clean)))
-    return torch.stack(feats), torch.tensor(labels), torch.stack(terms), images
+    return torch.stack(feats), torch.tensor(labels), torch.stack(terms), images, torch.tensor(rain_free)
 
 
-def train_local_gate(pair: torch.nn.Module, images: list[tuple[torch.Tensor, ...]], steps: int) -> dict[str, float]:
+def train_local_gate(pair: torch.nn.Module, images: list[tuple[torch.Tensor, ...]], rain_free: torch.Tensor,
+                     steps: int, cap: float | None, objective: str = "crop") -> dict[str, float]:
     """Give ``pair`` a :class:`derain.archs.prenet.LocalGate` trained on the gate's images on top of its
-    image-level gate (:func:`derain.train.gate.fit_local`, seed 0); returns the mean PSNR of the gated images
-    before and after (whole images, rainy and rain-free apart)."""
+    image-level gate (:func:`derain.train.gate.fit_local`, seed 0, ``objective`` and ``cap`` as there); returns the
+    mean PSNR of the gated images before and after (whole images, rainy and rain-free apart)."""
     from derain.archs.prenet import LocalGate
     from derain.train.gate import GateSample, fit_local
 
@@ -123,8 +127,11 @@ def train_local_gate(pair: torch.nn.Module, images: list[tuple[torch.Tensor, ...
     samples = []
     with torch.no_grad():
         for x, out, clean in images:
-            logit = float(pair.gate_logit(x[None].float(), out[None].float())[0])
-            samples.append(GateSample(x, out, clean, logit))
+            xf, outf, cleanf = x[None].float(), out[None].float(), clean[None].float()
+            logit = float(pair.gate_logit(xf, outf)[0])
+            gated = pair.gated(xf, outf)  # the local gate starts at zero: this is the image-level gate's output
+            reference = float(share_terms(gated, gated, cleanf)[0, 2]) + ROUNDING_MSE
+            samples.append(GateSample(x, out, clean, logit, reference))
 
     def whole() -> tuple[float, float]:
         scores = []
@@ -132,16 +139,17 @@ def train_local_gate(pair: torch.nn.Module, images: list[tuple[torch.Tensor, ...
             for x, out, clean in images:
                 gated = pair.gated(x[None].float(), out[None].float())
                 scores.append(float(share_terms(gated, gated, clean[None].float())[0, 2]))
-        psnr = [-10 * math.log10(v + ROUNDING_MSE) for v in scores]
-        return sum(psnr[0::2]) / len(psnr[0::2]), sum(psnr[1::2]) / len(psnr[1::2])
+        psnr = torch.tensor([-10 * math.log10(v + ROUNDING_MSE) for v in scores])
+        return float(psnr[rain_free].mean()), float(psnr[~rain_free].mean())
 
     before = whole()
-    fit_local(pair.local, samples, steps=steps,
+    fit_local(pair.local, samples, steps=steps, cap=cap, objective=objective,  # type: ignore[arg-type]
               log=lambda step, p: print(f"local gate step {step}: crops {p:.2f} dB", flush=True))
     after = whole()
     print(f"local gate: rain-free {before[0]:.2f} -> {after[0]:.2f} dB, rainy {before[1]:.2f} -> {after[1]:.2f} dB "
           f"(the gate's own {len(images)} training images)")
-    return {"local_gate_steps": steps, "rain_free_before": round(before[0], 3), "rain_free_after": round(after[0], 3),
+    return {"local_gate_steps": steps, "local_gate_cap": cap, "local_gate_objective": objective,
+            "rain_free_before": round(before[0], 3), "rain_free_after": round(after[0], 3),
             "rainy_before": round(before[1], 3), "rainy_after": round(after[1], 3)}
 
 
@@ -176,6 +184,14 @@ def main() -> None:
     parser.add_argument("--local-gate-steps", type=int, default=0, metavar="N",
                         help="also train a local gate (a per-pixel share; LocalGate) for N steps on the gate's "
                              "images; 0 (default): none")
+    parser.add_argument("--gate-styles", nargs="+", default=["diverse"], choices=("diverse", "photoshop"),
+                        help="the training renderers of the gate's rainy images, one image of each per photo "
+                             "(default: diverse)")
+    parser.add_argument("--local-gate-cap", type=float, default=None, metavar="DB",
+                        help="count each crop's PSNR up to DB only when training the local gate (default: no cap)")
+    parser.add_argument("--local-gate-objective", choices=("crop", "image"), default="crop",
+                        help="crop: the mean PSNR of the training crops; image: each crop's error weighed as its "
+                             "whole image's PSNR weighs it (see derain.train.gate.fit_local)")
     parser.add_argument("--save-gate-data", type=Path, metavar="FILE",
                         help="also write the gate's training data (features, labels, share terms, images) to FILE "
                              "(.pt), to study the fit without running the networks again")
@@ -219,11 +235,14 @@ def main() -> None:
         if args.load_gate_data:
             data = torch.load(args.load_gate_data)
             gx, gy, terms, images = data["features"], data["labels"], data["terms"], data["images"]
+            # files written before --gate-styles: a rain-free image, then its diverse rain, photo by photo
+            rain_free = data.get("rain_free", torch.arange(len(gy)) % 2 == 0)
             print(f"gate data read from {args.load_gate_data}")
         else:
-            gx, gy, terms, images = gate_features_of(args.gate_photos, pair)
+            gx, gy, terms, images, rain_free = gate_features_of(args.gate_photos, pair, tuple(args.gate_styles))
         if args.save_gate_data:
-            torch.save({"features": gx, "labels": gy, "terms": terms, "images": images}, args.save_gate_data)
+            torch.save({"features": gx, "labels": gy, "terms": terms, "images": images, "rain_free": rain_free},
+                       args.save_gate_data)
         if args.gate_from:
             kind, _, source = load_network(args.gate_from)
             if kind != "prn_pair":
@@ -239,19 +258,21 @@ def main() -> None:
         p = gate(gx)
         none, every = gated_psnr(terms, torch.zeros_like(p)), gated_psnr(terms, torch.ones_like(p))
         gated = gated_psnr(terms, p)
-        gate_info = {"gate_photos": args.gate_photos, "gate_fit": args.gate_fit, "gate_helped": int(gy.sum()),
+        gate_info = {"gate_photos": args.gate_photos, "gate_styles": list(args.gate_styles),
+                     "gate_fit": args.gate_fit, "gate_helped": int(gy.sum()),
                      "gate_accuracy": round(float(((p > 0.5).float() == gy).float().mean()), 4)}
         how = f"kept from {args.gate_from}, measured" if args.gate_from else f"({args.gate_fit}) fitted"
         print(f"gate {how} on {len(gy)} training images ({int(gy.sum())} helped by the network): "
               f"{gate_info['gate_accuracy']:.1%} right at 0.5; mean strength on the rain-free ones "
-              f"{float(p[0::2].mean()):.3f}, on the rainy ones {float(p[1::2].mean()):.3f}")
-        print(f"on these images the gated output gains {float((gated - none)[1::2].mean()):+.3f} dB "
-              f"on the rainy ones (all the layer removed: {float((every - none)[1::2].mean()):+.3f}) and is "
-              f"{float(gated[0::2].mean()):.2f} dB from the rain-free ones "
-              f"(all removed: {float(every[0::2].mean()):.2f})")
+              f"{float(p[rain_free].mean()):.3f}, on the rainy ones {float(p[~rain_free].mean()):.3f}")
+        print(f"on these images the gated output gains {float((gated - none)[~rain_free].mean()):+.3f} dB "
+              f"on the rainy ones (all the layer removed: {float((every - none)[~rain_free].mean()):+.3f}) and "
+              f"is {float(gated[rain_free].mean()):.2f} dB from the rain-free ones "
+              f"(all removed: {float(every[rain_free].mean()):.2f})")
         if local is not None:
             pair.local = local
-            gate_info.update(train_local_gate(pair, images, args.local_gate_steps))
+            gate_info.update(train_local_gate(pair, images, rain_free, args.local_gate_steps, args.local_gate_cap,
+                                              args.local_gate_objective))
             if args.gate_from:
                 gate_info["gate_from"] = str(args.gate_from)
     elif pair.local is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from derain.archs import create_model
@@ -89,11 +90,13 @@ def _streaks_and_damage(n: int, seed: int) -> list:
         rain[..., torch.randperm(48, generator=g)[:6]] = 0.3
         x = clean + rain
         out = clean + 0.04 * torch.randn(3, 48, 48, generator=g) * (rain == 0)
-        samples.append(GateSample(x, out, clean, 0.0))
+        reference = float(((rgb_to_y(x[None] + 0.5 * (out - x)[None]) - rgb_to_y(clean[None])) ** 2).mean())
+        samples.append(GateSample(x, out, clean, 0.0, reference))  # reference: the error at the gate's 0.5
     return samples
 
 
-def test_fit_local_learns_a_share_per_pixel() -> None:
+@pytest.mark.parametrize("objective", ["crop", "image"])
+def test_fit_local_learns_a_share_per_pixel(objective: str) -> None:
     from derain.archs.prenet import LocalGate
     from derain.train.gate import fit_local
 
@@ -101,7 +104,8 @@ def test_fit_local_learns_a_share_per_pixel() -> None:
     local = LocalGate()
     train, held_out = _streaks_and_damage(24, 6), _streaks_and_damage(8, 7)
     logs: list[tuple[int, float]] = []
-    fit_local(local, train, steps=300, crop=32, batch=8, lr=3e-3, log=lambda step, p: logs.append((step, p)))
+    fit_local(local, train, steps=300, crop=32, batch=8, lr=3e-3, cap=50.0, objective=objective,  # type: ignore[arg-type]
+              log=lambda step, p: logs.append((step, p)))
     assert [step for step, _ in logs] == [100, 200, 300] and logs[-1][1] > logs[0][1]
     x, out, clean = (torch.stack([getattr(s, name) for s in held_out]) for name in ("x", "out", "clean"))
     terms = share_terms(x, out, clean)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -118,18 +119,21 @@ def fit_share(x: Tensor, terms: Tensor, *, start: Logistic | None = None, l2: fl
 @dataclass(frozen=True)
 class GateSample:
     """One training image of a local gate: the network's input ``x``, its output ``out`` and the ``clean`` image,
-    each (3, H, W), and the image-level gate's ``logit`` for it (:meth:`derain.archs.prenet.PReNetPair.gate_logit`)."""
+    each (3, H, W), the image-level gate's ``logit`` for it (:meth:`derain.archs.prenet.PReNetPair.gate_logit`) and
+    the mean squared error on Y of the whole image under that gate, ``reference`` (with the rounding's; for the
+    ``"image"`` objective of :func:`fit_local`)."""
 
     x: Tensor
     out: Tensor
     clean: Tensor
     logit: float
+    reference: float = 1.0
 
 
 def _crops(samples: Sequence[GateSample], size: int, count: int, g: torch.Generator
-           ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+           ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     picks = torch.randint(len(samples), (count,), generator=g).tolist()
-    xs, outs, cleans, logits = [], [], [], []
+    xs, outs, cleans, logits, refs = [], [], [], [], []
     for k in picks:
         sample = samples[k]
         h, w = sample.x.shape[-2:]
@@ -140,18 +144,26 @@ def _crops(samples: Sequence[GateSample], size: int, count: int, g: torch.Genera
             piece = t[:, top:top + size, left:left + size].float()
             into.append(piece.flip(-1) if flip else piece)
         logits.append(sample.logit)
-    return torch.stack(xs), torch.stack(outs), torch.stack(cleans), torch.tensor(logits).view(-1, 1, 1, 1)
+        refs.append(sample.reference)
+    return (torch.stack(xs), torch.stack(outs), torch.stack(cleans), torch.tensor(logits).view(-1, 1, 1, 1),
+            torch.tensor(refs, dtype=torch.float64))
 
 
 def fit_local(local: torch.nn.Module, samples: Sequence[GateSample], *, steps: int = 2000, crop: int = 96,
               batch: int = 16, lr: float = 1e-3, seed: int = 0, cap: float | None = None,
-              log: Callable[[int, float], None] | None = None) -> float:
+              objective: Literal["crop", "image"] = "crop", log: Callable[[int, float], None] | None = None) -> float:
     """Train ``local`` (a :class:`derain.archs.prenet.LocalGate`) in place: ``steps`` Adam steps (cosine-decayed
     ``lr``) on ``batch`` random ``crop`` x ``crop`` crops (mirrored at random) of ``samples``, minimising minus the
     mean PSNR on Y of ``x + s (out - x)`` against ``clean``, ``s = sigmoid(logit + local(x, out))`` (the 8-bit
     rounding's error added as a floor, as :func:`gated_psnr`); with ``cap``, each crop's PSNR counts up to ``cap``
     dB only (no reward for leaving a rain-free crop more alone than that, so rain-free crops cannot buy their
-    58.9 dB ceiling with rain left on rainy ones). ``log(step, mean PSNR)`` every 100 steps.
+    58.9 dB ceiling with rain left on rainy ones). ``objective="image"`` serves each whole image's PSNR instead of
+    the crop's: the PSNR of an image is ``-10 log10`` of its mean squared error, whose gradient weighs every crop's
+    squared error by ``1 / mse(image)``; with the image's error under the image-level gate as that weight
+    (``GateSample.reference``), the loss is the mean of ``mse(crop) / reference``, both at least the error of
+    ``cap`` dB
+    (a crop of a clean sky then counts as little as its image's PSNR says, not as its own 59 dB).
+    ``log(step, mean crop PSNR)`` every 100 steps.
     Returns the mean PSNR of the last 100 steps' crops."""
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(local.parameters(), lr=lr)
@@ -159,11 +171,16 @@ def fit_local(local: torch.nn.Module, samples: Sequence[GateSample], *, steps: i
     local.train()
     recent: list[float] = []
     for step in range(1, steps + 1):
-        x, out, clean, logit = _crops(samples, crop, batch, g)
+        x, out, clean, logit, reference = _crops(samples, crop, batch, g)
         s = torch.sigmoid(logit + local(x, out, banded=False))
         err = (rgb_to_y(x + s * (out - x)) - rgb_to_y(clean)).flatten(1)
-        psnr = -10 * torch.log10((err * err).mean(1) + ROUNDING_MSE)
-        loss = -(psnr if cap is None else psnr.clamp(max=cap)).mean()
+        mse = (err * err).mean(1) + ROUNDING_MSE
+        psnr = -10 * torch.log10(mse)
+        if objective == "image":
+            floor = 0.0 if cap is None else 10 ** (-cap / 10)  # the error of cap dB: no reward below it
+            loss = (mse.double().clamp(min=floor) / reference.clamp(min=floor)).mean()
+        else:
+            loss = -(psnr if cap is None else psnr.clamp(max=cap)).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
