@@ -84,3 +84,28 @@ def test_refuses_a_router_source_without_a_router_and_an_existing_data_file(tmp_
     again = _run(*halves, "--save-gate-data", existing, "-o", tmp_path / "x.safetensors")
     assert again.returncode == 2 and "exists" in again.stderr and existing.read_bytes() == b"keep"
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_gate_data_of_two_renderers_and_a_kept_gate(tmp_path: Path) -> None:
+    """``--gate-styles diverse photoshop`` (how stage 13's gate was fitted): each photo rain-free and with rain of
+    each renderer; the saved data says which images are rain-free; ``--gate-from`` keeps a pair's gate as it is."""
+    require_shared("data", "bsds500")
+    require_shared("data", "rain_streaks")
+    halves = ("--light", "derain.default:light", "--heavy", "derain.default:heavy")
+    run = _run(*halves, "--router-from", "derain.default", "--gate-from", "derain.default", "--gate-photos", "2",
+               "--gate-styles", "diverse", "photoshop", "--save-gate-data", tmp_path / "gate.pt",
+               "-o", tmp_path / "d.safetensors")
+    assert run.returncode == 0, run.stderr
+    data = torch.load(tmp_path / "gate.pt")
+    assert data["rain_free"].tolist() == [True, False, False] * 2 and len(data["images"]) == 6
+    assert float(data["labels"][data["rain_free"]].sum()) == 0
+    rainy = [(x, clean) for (x, _, clean), free in zip(data["images"], data["rain_free"], strict=True) if not free]
+    assert all(float((x.float() - clean.float()).abs().mean()) > 0.003 for x, clean in rainy)
+    assert not torch.equal(rainy[0][0], rainy[1][0])  # two renderers, two different rains on one photo
+    d = load_weights(tmp_path / "d.safetensors")
+    assert json.loads(d.metadata["derain.router"])["gate_styles"] == ["diverse", "photoshop"]
+    shipped, kept = load_weights("derain.default").build(), d.build()
+    for name in ("gate_mean", "gate_scale", "gate_weight", "gate_bias", "router_weight"):
+        assert torch.equal(getattr(shipped, name), getattr(kept, name))
+    missing = _run(*halves, "--load-gate-data", tmp_path / "none.pt", "-o", tmp_path / "e.safetensors")
+    assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
