@@ -208,7 +208,7 @@ class LocalGate(nn.Module):
     more. A small dilated CNN (3x3 convolutions at dilations 1, 2 and 4, a 15x15 footprint) on the input less 0.5 and
     four times what the network removed, ``out - x``. Its last convolution starts at zero, so an untrained local
     gate is the image-level gate. Tall images are done in bands of rows with a halo of the footprint's radius, so
-    the memory stays that of ``band`` rows and the result is the whole image's."""
+    the CNN's activations stay those of ``BAND`` rows and the result is the whole image's (up to float rounding)."""
 
     RADIUS = 7  # 1 + 2 + 4: the rows on each side a band needs to be exact
     BAND = 256
