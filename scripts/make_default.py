@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -124,28 +123,27 @@ def train_local_gate(pair: torch.nn.Module, images: list[tuple[torch.Tensor, ...
 
     torch.manual_seed(0)
     pair.local = LocalGate()
-    samples = []
-    with torch.no_grad():
-        for x, out, clean in images:
-            xf, outf, cleanf = x[None].float(), out[None].float(), clean[None].float()
-            logit = float(pair.gate_logit(xf, outf)[0])
-            gated = pair.gated(xf, outf)  # the local gate starts at zero: this is the image-level gate's output
-            reference = float(share_terms(gated, gated, cleanf)[0, 2]) + ROUNDING_MSE
-            samples.append(GateSample(x, out, clean, logit, reference))
 
-    def whole() -> tuple[float, float]:
-        scores = []
+    def errors() -> list[float]:
+        """Each image's mean squared error on Y under the pair's gate, the rounding's included."""
+        out = []
         with torch.no_grad():
-            for x, out, clean in images:
-                gated = pair.gated(x[None].float(), out[None].float())
-                scores.append(float(share_terms(gated, gated, clean[None].float())[0, 2]))
-        psnr = torch.tensor([-10 * math.log10(v + ROUNDING_MSE) for v in scores])
-        return float(psnr[rain_free].mean()), float(psnr[~rain_free].mean())
+            for x, net, clean in images:
+                gated = pair.gated(x[None].float(), net[None].float())
+                out.append(float(share_terms(gated, gated, clean[None].float())[0, 2]) + ROUNDING_MSE)
+        return out
 
-    before = whole()
+    def psnr(mse: list[float]) -> tuple[float, float]:
+        db = -10 * torch.log10(torch.tensor(mse, dtype=torch.float64))
+        return float(db[rain_free].mean()), float(db[~rain_free].mean())
+
+    references = errors()  # the local gate starts at zero: the image-level gate's errors
+    with torch.no_grad():
+        samples = [GateSample(x, out, clean, float(pair.gate_logit(x[None].float(), out[None].float())[0]), ref)
+                   for (x, out, clean), ref in zip(images, references, strict=True)]
     fit_local(pair.local, samples, steps=steps, cap=cap, objective=objective,  # type: ignore[arg-type]
               log=lambda step, p: print(f"local gate step {step}: crops {p:.2f} dB", flush=True))
-    after = whole()
+    before, after = psnr(references), psnr(errors())
     print(f"local gate: rain-free {before[0]:.2f} -> {after[0]:.2f} dB, rainy {before[1]:.2f} -> {after[1]:.2f} dB "
           f"(the gate's own {len(images)} training images)")
     return {"local_gate_steps": steps, "local_gate_cap": cap, "local_gate_objective": objective,
