@@ -161,10 +161,10 @@ def fit_local(local: torch.nn.Module, samples: Sequence[GateSample], *, steps: i
     the crop's: the PSNR of an image is ``-10 log10`` of its mean squared error, whose gradient weighs every crop's
     squared error by ``1 / mse(image)``; with the image's error under the image-level gate as that weight
     (``GateSample.reference``), the loss is the mean of ``mse(crop) / reference``, both at least the error of
-    ``cap`` dB
-    (a crop of a clean sky then counts as little as its image's PSNR says, not as its own 59 dB).
-    ``log(step, mean crop PSNR)`` every 100 steps.
-    Returns the mean PSNR of the last 100 steps' crops."""
+    ``cap`` dB (a crop of a clean sky then counts as much as its image's PSNR says, not as its own 59 dB).
+    ``log(step, mean crop PSNR)`` every 100 steps. Returns the mean PSNR of the last 100 steps' crops."""
+    if objective not in ("crop", "image"):
+        raise ValueError(f"objective must be 'crop' or 'image', got {objective!r}")
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(local.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
