@@ -96,13 +96,20 @@ def evaluate(
     if out_dir is not None and out_dir.is_dir() and any(out_dir.iterdir()):
         raise InputError(f"{out_dir}: folder is not empty; choose an empty or new folder for --save-images")
 
+    gated = hasattr(restorer.model, "gated")
     scores: list[ImageScore] = []
     start = time.perf_counter()
     for index in range(len(dataset)):
         pair = dataset[index]
         t0 = time.perf_counter()
-        # scale 1 (the default) is the papers' own measurement; other scales return the clamped image
-        output = restorer.run(pair.rainy[None]).image if scale == 1 else restorer(pair.rainy[None], scale=scale)
+        # scale 1 (the default) is the papers' own measurement; other scales return the clamped image. A model with
+        # a gate (derain.default) is measured as `derain run` writes it: the gate applied to the clamped output.
+        if scale != 1:
+            output = restorer(pair.rainy[None], scale=scale)
+        elif gated:
+            output = restorer.finish(pair.rainy[None], restorer.run(pair.rainy[None]).image.clamp(0, 1))
+        else:
+            output = restorer.run(pair.rainy[None]).image
         seconds = time.perf_counter() - t0
         psnr, ssim = measure(output, pair.clean[None], protocol=protocol, quantize=quantize, downsample=downsample)
         scores.append(ImageScore(pair.name, float(psnr[0]), float(ssim[0]), seconds))

@@ -178,3 +178,27 @@ def test_a_local_gate_starts_as_the_image_level_gate_and_bands_are_exact(tmp_pat
     restorer = derain.Restorer(local, name="local", device="cpu")
     assert torch.equal(derain.Restorer(loaded, name="loaded", device="cpu")(x, scale=1), restorer(x, scale=1))
     torch.testing.assert_close(restorer(x, scale=1), (x + share * (out - x)).clamp(0, 1), atol=1e-6, rtol=0)
+
+
+def test_evaluate_measures_what_run_writes(tmp_path) -> None:
+    """``derain.evaluate`` (``derain eval``) measures a gated pair with its gate, as ``derain run`` writes it,
+    not the networks' raw output; the saved images are the measured ones."""
+    from types import SimpleNamespace
+
+    from derain.io import read_image
+    from derain.metrics import measure
+
+    pair = _gated_pair(0.25)
+    restorer = derain.Restorer(pair, name="pair", device="cpu")
+    g = torch.Generator().manual_seed(3)
+    data = [SimpleNamespace(name=f"{i}.png", rainy=torch.rand(3, 40, 56, generator=g),
+                            clean=torch.rand(3, 40, 56, generator=g)) for i in range(2)]
+    report = derain.evaluate(restorer, data, protocol="matlab-y", quantize="round", save_images=tmp_path / "out")
+    for item, score in zip(data, report.per_image, strict=True):
+        gated = restorer(item.rainy[None], scale=1)
+        want = float(measure(gated, item.clean[None], protocol="matlab-y", quantize="round")[0][0])
+        raw = float(measure(pair(item.rainy[None]).image.clamp(0, 1), item.clean[None], protocol="matlab-y",
+                            quantize="round")[0][0])
+        assert abs(score.psnr - want) < 1e-6 and abs(score.psnr - raw) > 0.01
+        saved = read_image(tmp_path / "out" / item.name).image
+        assert float((saved - gated).abs().max()) <= 0.5 / 255 + 1e-6
