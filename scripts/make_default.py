@@ -203,9 +203,11 @@ def main() -> None:
         parser.error(f"--load-gate-data {args.load_gate_data}: no such file; write one with --save-gate-data")
     if args.local_gate_steps < 0:
         parser.error(f"--local-gate-steps {args.local_gate_steps}: give 0 (no local gate) or a number of steps")
+    if args.local_gate_steps and not args.gate_photos:
+        parser.error("--local-gate-steps needs the gate's images: give --gate-photos more than 0")
     torch.set_num_threads(1)
 
-    pair = derain.create_model("prn_pair", local_gate=bool(args.local_gate_steps)).eval()
+    pair = derain.create_model("prn_pair").eval()  # a local gate, if asked, is added once the gate is fitted
     warm_start(pair.light, args.light, "prn")  # a PRN file, or NAME:light / NAME:heavy for a pair's half
     warm_start(pair.heavy, args.heavy, "prn")
     if args.router_from:
@@ -226,10 +228,8 @@ def main() -> None:
         accuracy = float(((router.logits(x) > 0).float() == y).float().mean())
         router_info = {"labels": args.labels, "synthetic_accuracy": round(accuracy, 4)}
         print(f"router fitted on {len(y)} synthetic images: {accuracy:.1%} routed right")
-    gate_info = {}
+    gate_info: dict[str, object] = {}
     if args.gate_photos:
-        local = pair.local
-        pair.local = None  # the gate data is the pair's output with no gate at all
         if args.load_gate_data:
             data = torch.load(args.load_gate_data)
             gx, gy, terms, images = data["features"], data["labels"], data["terms"], data["images"]
@@ -247,6 +247,7 @@ def main() -> None:
                 parser.error(f"--gate-from {args.gate_from}: {kind!r} weights have no gate; name a prn_pair file "
                              "such as derain.default")
             gate = Logistic(*(getattr(source, f"gate_{name}").clone() for name in ("mean", "scale", "weight", "bias")))
+            gate_info["gate_from"] = str(args.gate_from)
             print(f"image-level gate kept from {args.gate_from}")
         else:
             gate = fit_logistic(gx, gy)
@@ -256,7 +257,7 @@ def main() -> None:
         p = gate(gx)
         none, every = gated_psnr(terms, torch.zeros_like(p)), gated_psnr(terms, torch.ones_like(p))
         gated = gated_psnr(terms, p)
-        gate_info = {"gate_photos": args.gate_photos, "gate_styles": list(args.gate_styles),
+        gate_info |= {"gate_photos": args.gate_photos, "gate_styles": list(args.gate_styles),
                      "gate_fit": args.gate_fit, "gate_helped": int(gy.sum()),
                      "gate_accuracy": round(float(((p > 0.5).float() == gy).float().mean()), 4)}
         how = f"kept from {args.gate_from}, measured" if args.gate_from else f"({args.gate_fit}) fitted"
@@ -267,14 +268,9 @@ def main() -> None:
               f"on the rainy ones (all the layer removed: {float((every - none)[~rain_free].mean()):+.3f}) and "
               f"is {float(gated[rain_free].mean()):.2f} dB from the rain-free ones "
               f"(all removed: {float(every[rain_free].mean()):.2f})")
-        if local is not None:
-            pair.local = local
+        if args.local_gate_steps:
             gate_info.update(train_local_gate(pair, images, rain_free, args.local_gate_steps, args.local_gate_cap,
                                               args.local_gate_objective))
-            if args.gate_from:
-                gate_info["gate_from"] = str(args.gate_from)
-    elif pair.local is not None:
-        parser.error("--local-gate-steps needs the gate's images: give --gate-photos more than 0")
     write_weights(args.output, model="prn_pair", options={"local_gate": True} if pair.local is not None else {},
                   state_dict=pair.state_dict(), name="derain.default",
                   extra={"router": json.dumps({**router_info, **gate_info})})

@@ -84,6 +84,10 @@ def test_refuses_a_router_source_without_a_router_and_an_existing_data_file(tmp_
     again = _run(*halves, "--save-gate-data", existing, "-o", tmp_path / "x.safetensors")
     assert again.returncode == 2 and "exists" in again.stderr and existing.read_bytes() == b"keep"
     assert not (tmp_path / "x.safetensors").exists()
+    # a local gate needs the gate's images: refused before any network runs
+    no_images = _run(*halves, "--gate-photos", "0", "--local-gate-steps", "10", "-o", tmp_path / "x.safetensors")
+    assert no_images.returncode == 2 and "--gate-photos" in no_images.stderr and "Traceback" not in no_images.stderr
+    assert not (tmp_path / "x.safetensors").exists()
 
 
 def test_gate_data_of_two_renderers_and_a_kept_gate(tmp_path: Path) -> None:
