@@ -6,7 +6,8 @@ validation, never the 91 Rain100 ground truths) at fixed seeds. ``--labels style
 with light and with heavy rain of the shipped styles, labelled by the style (those styles were calibrated to
 Rain100L/H's statistics). ``--labels better``: each photo with ``diverse`` rain (a physical model fitted to no
 test set), one in five left rain-free, labelled by which of the two networks restores it better (PSNR on Y) —
-the router learns where each network helps, whatever the rain looks like. (Until 2026-12-06 the script also
+the router learns where each network helps, whatever the rain looks like; ``--router-styles diverse photoshop``
+(stage 14) gives each rainy photo one image of each training renderer. (Until 2026-12-06 the script also
 printed how the router sent the Rain100L/H inputs, a check that fitted nothing; it reads no test set now.)
 
 The gate (``--gate-photos``, 240): a second logistic classifier, on :func:`derain.archs.prenet.gate_features`
@@ -63,9 +64,11 @@ def synthetic_features(count: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(feats), torch.tensor(labels)
 
 
-def better_features(count: int, light: torch.nn.Module, heavy: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features of training photos with diverse rain (one in five rain-free), labelled 1 where the heavy network
-    restores the photo better than the light one."""
+def better_features(count: int, light: torch.nn.Module, heavy: torch.nn.Module,
+                    styles: tuple[str, ...] = ("diverse",)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of training photos, one in five rain-free and the others with rain of each of ``styles`` (one
+    image per renderer; diverse alone by default, as every router until stage 14), labelled 1 where the heavy
+    network restores the image better than the light one."""
     from derain.metrics import psnr
 
     files, textures = training_photos(count)
@@ -73,12 +76,15 @@ def better_features(count: int, light: torch.nn.Module, heavy: torch.nn.Module) 
     with torch.no_grad():
         for k, path in enumerate(files):
             clean = read_image(path).image
-            g = generator("router-better", k)
-            rainy = clean if k % 5 == 4 else add_rain(clean[0], style="diverse", g=g, textures=textures)[0][None]
-            scores = [float(psnr(net(rainy).image.clamp(0, 1), clean, data_range=1.0, y_channel=True))
-                      for net in (light, heavy)]
-            feats.append(rain_features(rainy)[0])
-            labels.append(float(scores[1] > scores[0]))
+            inputs = [clean] if k % 5 == 4 else [
+                add_rain(clean[0], style=style, textures=textures,
+                         g=generator("router-better", k) if style == "diverse" else
+                         generator("router-better", k, style))[0][None] for style in styles]
+            for rainy in inputs:
+                scores = [float(psnr(net(rainy).image.clamp(0, 1), clean, data_range=1.0, y_channel=True))
+                          for net in (light, heavy)]
+                feats.append(rain_features(rainy)[0])
+                labels.append(float(scores[1] > scores[0]))
     return torch.stack(feats), torch.tensor(labels)
 
 
@@ -166,6 +172,9 @@ def main() -> None:
     parser.add_argument("--labels", choices=("styles", "better"), default="better",
                         help="styles: light vs heavy style (fitted to Rain100L/H); better: the network that "
                              "restores diverse rain better")
+    parser.add_argument("--router-styles", nargs="+", default=["diverse"], choices=("diverse", "photoshop"),
+                        help="with --labels better: the training renderers of the router's rainy images, one image "
+                             "of each per photo (default: diverse)")
     parser.add_argument("--router-from", metavar="PAIR",
                         help="keep this prn_pair's router (a weight file or catalog name) instead of fitting one "
                              "(it is the same fit when the two networks are that pair's)")
@@ -205,6 +214,9 @@ def main() -> None:
         parser.error(f"--local-gate-steps {args.local_gate_steps}: give 0 (no local gate) or a number of steps")
     if args.local_gate_steps and not args.gate_photos:
         parser.error("--local-gate-steps needs the gate's images: give --gate-photos more than 0")
+    if args.router_styles != ["diverse"] and (args.router_from or args.labels != "better"):
+        parser.error("--router-styles sets the rain of a router fitted with --labels better; drop it with "
+                     "--router-from or --labels styles")
     torch.set_num_threads(1)
 
     pair = derain.create_model("prn_pair").eval()  # a local gate, if asked, is added once the gate is fitted
@@ -221,12 +233,14 @@ def main() -> None:
         print(f"router kept from {args.router_from}")
     else:
         x, y = (synthetic_features(args.photos) if args.labels == "styles"
-                else better_features(args.photos, pair.light, pair.heavy))
+                else better_features(args.photos, pair.light, pair.heavy, tuple(args.router_styles)))
         print(f"{int(y.sum())} of {len(y)} training images restored better by the heavy network")
         router = fit_logistic(x, y)
         set_buffers(pair, router.buffers("router"))
         accuracy = float(((router.logits(x) > 0).float() == y).float().mean())
         router_info = {"labels": args.labels, "synthetic_accuracy": round(accuracy, 4)}
+        if args.labels == "better":
+            router_info["router_styles"] = list(args.router_styles)
         print(f"router fitted on {len(y)} synthetic images: {accuracy:.1%} routed right")
     gate_info: dict[str, object] = {}
     if args.gate_photos:
