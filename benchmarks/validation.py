@@ -11,7 +11,9 @@ fits the training renderer shows up as a gap between the two. The column "render
 choosing renderers (the two above), the figure choices are made on (docs/training.md). Per weight set:
 PSNR/SSIM (``matlab-y``, rounded), the gain over the rainy input, the share of images made worse than their input,
 the bias, and the rain-free PSNR (output against its clean input, pooled as in ``generalization.py``: the PSNR of
-the mean squared error; the minimum; the share left identical; 45 dB = no harm).
+the mean squared error; the minimum; the share left identical; 45 dB = no harm). With several weight sets, each
+after the first is compared with it photo by photo: the mean difference (that of the "renderers" column), its
+standard error over photos and how many photos gained, so that a margin can be read against its noise.
 ``--styles`` picks the renderers; others are for information (``light`` and ``heavy`` were fitted to Rain100L/H's
 statistics, so they are shown, never used to choose).
 
@@ -55,6 +57,15 @@ def suite(photos: int, seeds: int, styles: list[str]) -> tuple[dict[str, list[tu
     return rainy, clean
 
 
+def paired(a: list[float], b: list[float]) -> str:
+    """The mean of ``a - b`` over photos, its standard error (photos are the independent units: a photo's seeds and
+    renderers share its content) and how many photos gained; for reading a margin, never for moving a rule's."""
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    mean = sum(d) / len(d)
+    se = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d)) if len(d) > 1 else math.nan
+    return f"{mean:+.3f} dB, standard error {se:.3f} over {len(d)} photos, {sum(x > 0 for x in d)} of {len(d)} better"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", nargs="+", required=True, help="catalog names or weight files")
@@ -63,17 +74,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--styles", nargs="+", default=list(CHOOSING),
                         help="renderers (choices use the mean gain over 'diverse' and 'rainmix')")
     args = parser.parse_args(argv)
+    if args.photos < 1 or args.seeds < 1:
+        parser.error("--photos and --seeds must be 1 or more")
+    restorers = {}
+    for name in args.weights:  # every name checked before the suite is rendered: a typo costs no minutes
+        try:
+            restorers[name] = derain.load(name, device="cpu")
+        except derain.DerainError as exc:
+            parser.error(f"--weights {name}: {' '.join(str(exc).split())[:300]}")
 
     torch.set_grad_enabled(False)
-    rainy, clean = suite(args.photos, args.seeds, args.styles)
+    try:
+        rainy, clean = suite(args.photos, args.seeds, args.styles)
+    except derain.DerainError as exc:  # the photos or textures are missing and cannot be fetched
+        parser.exit(1, f"validation.py: {exc}\n")
     base = {style: [score(x[None], c[None])[0] for x, c in pairs] for style, pairs in rainy.items()}
     choosing = [s for s in rainy if s in CHOOSING]
     head = ["weights", *(f"{s} ({len(p)})" for s, p in rainy.items()), f"renderers ({'+'.join(choosing)})",
             f"rain-free ({len(clean)})", "seconds"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     print(f"| rainy input | {' | '.join(f'{sum(b) / len(b):.2f}' for b in base.values())} | | | |", flush=True)
-    for name in args.weights:
-        restorer = derain.load(name, device="cpu")
+    per_photo: dict[str, list[float]] = {}  # each photo's mean PSNR over the choosing renderers and seeds
+    for name, restorer in restorers.items():
         t0 = time.perf_counter()
         cells, gains = [], {}
         for style, pairs in rainy.items():
@@ -84,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
                 ps.append(p)
                 ss.append(s)
                 bias += (out[0] - c).mean(dim=(1, 2)).double()
+            if style in choosing:
+                for k in range(args.photos):
+                    photo = per_photo.setdefault(name, [0.0] * args.photos)
+                    photo[k] += sum(ps[k * args.seeds:(k + 1) * args.seeds]) / (args.seeds * len(choosing))
             n = len(pairs)
             worse = sum(p < b for p, b in zip(ps, base[style], strict=True)) / n
             gains[style] = (sum(ps) - sum(base[style])) / n
@@ -94,6 +120,13 @@ def main(argv: list[str] | None = None) -> int:
         unchanged = sum(math.isinf(p) for p in free) / len(free)
         cells.append(f"{rain_free_cell(pooled(free), unchanged)} (min {min(free):.2f})")
         print(f"| {name} | {' | '.join(cells)} | {time.perf_counter() - t0:.0f} |", flush=True)
+    if len(per_photo) > 1:
+        seeds = f"{args.seeds} seed{'s' if args.seeds > 1 else ''}"
+        print(f"\nPaired against {args.weights[0]}, photo by photo (each photo's PSNR averaged over "
+              f"{'+'.join(choosing)} and its {seeds}; the mean difference equals that of the renderers column):")
+        first = per_photo[args.weights[0]]
+        for name in args.weights[1:]:
+            print(f"- {name}: {paired(per_photo[name], first)}")
     print("\nmatlab-y, rounded, scale 1; cells: PSNR / SSIM, gain over the input (dB), share of images worse than "
           "the input, bias R/G/B; rain-free: PSNR of the output against its clean input (pooled: the PSNR of the "
           "mean squared error; share left identical; min).")

@@ -41,7 +41,7 @@ def test_generalization_reports_gain_worse_share_suite_and_rain_free(tmp_path: P
 
 def test_validation_uses_held_out_training_photos() -> None:
     require_shared("data", "bsds500")
-    out = _run("validation.py", "--weights", "derain.prn_mixed", "--photos", "2", "--seeds", "1")
+    out = _run("validation.py", "--weights", "derain.prn_mixed", "derain.default", "--photos", "2", "--seeds", "1")
     lines = [line for line in out.splitlines() if line.startswith("| derain.prn_mixed |")]
     assert len(lines) == 1 and "% worse" in lines[0] and "(min " in lines[0]
     assert "| diverse (2) | rainmix (2) | renderers (diverse+rainmix) | rain-free (2) |" in out
@@ -49,6 +49,16 @@ def test_validation_uses_held_out_training_photos() -> None:
     cells = [c.strip() for c in lines[0].strip("| ").split(" | ")]
     gains = [float(re.search(r", ([+-]\d+\.\d+), ", cell).group(1)) for cell in cells[1:3]]
     assert abs(float(cells[3]) - sum(gains) / 2) < 0.006
+    # the second weight set is compared photo by photo with the first; its mean is the renderers' difference
+    other = next(line for line in out.splitlines() if line.startswith("| derain.default |"))
+    renderers = float(other.strip("| ").split(" | ")[3]) - float(cells[3])
+    paired = re.search(r"- derain\.default: ([+-]\d+\.\d+) dB, standard error (\d+\.\d+) over 2 photos, "
+                       r"(\d) of 2 better", out)
+    assert paired, out
+    assert abs(float(paired.group(1)) - renderers) < 0.002 and float(paired.group(2)) >= 0
+    bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "validation.py"), "--weights", "derain.default",
+                          "no.such_weights"], capture_output=True, text=True, check=False, timeout=600)
+    assert bad.returncode == 2 and "no.such_weights" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_rain_free_is_pooled_so_unchanged_images_do_not_make_it_infinite() -> None:
