@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                 ss.append(s)
                 bias += (out[0] - c).mean(dim=(1, 2)).double()
             if style in choosing:
-                for k in range(args.photos):
-                    photo = per_photo.setdefault(name, [0.0] * args.photos)
+                photo = per_photo.setdefault(name, [0.0] * len(clean))
+                for k in range(len(clean)):
                     photo[k] += sum(ps[k * args.seeds:(k + 1) * args.seeds]) / (args.seeds * len(choosing))
             n = len(pairs)
             worse = sum(p < b for p, b in zip(ps, base[style], strict=True)) / n

@@ -52,6 +52,12 @@ def training_photos(count: int) -> tuple[list[Path], list[torch.Tensor]]:
     return clean_files(root, drop=never)[8:8 + count], load_textures(resolve_images("rain_streaks")[0])
 
 
+def rain_generator(purpose: str, k: int, style: str) -> torch.Generator:
+    """The seeded generator of photo ``k``'s ``style`` rain for ``purpose``; ``diverse`` keeps the seeds it had
+    before other renderers were added, so earlier fits are reproduced."""
+    return generator(purpose, k) if style == "diverse" else generator(purpose, k, style)
+
+
 def synthetic_features(count: int) -> tuple[torch.Tensor, torch.Tensor]:
     files, textures = training_photos(count)
     feats, labels = [], []
@@ -77,9 +83,8 @@ def better_features(count: int, light: torch.nn.Module, heavy: torch.nn.Module,
         for k, path in enumerate(files):
             clean = read_image(path).image
             inputs = [clean] if k % 5 == 4 else [
-                add_rain(clean[0], style=style, textures=textures,
-                         g=generator("router-better", k) if style == "diverse" else
-                         generator("router-better", k, style))[0][None] for style in styles]
+                add_rain(clean[0], style=style, g=rain_generator("router-better", k, style), textures=textures)[0][None]
+                for style in styles]
             for rainy in inputs:
                 scores = [float(psnr(net(rainy).image.clamp(0, 1), clean, data_range=1.0, y_channel=True))
                           for net in (light, heavy)]
@@ -105,8 +110,8 @@ def gate_features_of(count: int, pair: torch.nn.Module, styles: tuple[str, ...] 
     with torch.no_grad():
         for k, path in enumerate(files, start=8):
             clean = read_image(path).image
-            rainy = [add_rain(clean[0], style=style, g=generator("gate", k) if style == "diverse" else
-                              generator("gate", k, style), textures=textures)[0][None] for style in styles]
+            rainy = [add_rain(clean[0], style=style, g=rain_generator("gate", k, style), textures=textures)[0][None]
+                     for style in styles]
             for x in (clean, *rainy):
                 rain_free.append(x is clean)
                 out = restorer(x, scale=1)
