@@ -7,7 +7,8 @@ with light and with heavy rain of the shipped styles, labelled by the style (tho
 Rain100L/H's statistics). ``--labels better``: each photo with ``diverse`` rain (a physical model fitted to no
 test set), one in five left rain-free, labelled by which of the two networks restores it better (PSNR on Y) —
 the router learns where each network helps, whatever the rain looks like; ``--router-styles diverse photoshop``
-(stage 14) gives each rainy photo one image of each training renderer. (Until 2026-12-06 the script also
+(stage 14) gives each rainy photo one image of each training renderer (``downpour``, lit heavy rain, since stage
+15). (Until 2026-12-06 the script also
 printed how the router sent the Rain100L/H inputs, a check that fitted nothing; it reads no test set now.)
 
 The gate (``--gate-photos``, 240): a second logistic classifier, on :func:`derain.archs.prenet.gate_features`
@@ -43,6 +44,9 @@ from derain.io import read_image
 from derain.train.gate import ROUNDING_MSE, Logistic, fit_logistic, fit_share, gated_psnr, share_terms
 from derain.train.model import load_network, warm_start
 from derain.weights.store import write_weights
+
+
+RENDERERS = ("diverse", "photoshop", "downpour")  # training renderers the router's and gate's images may use
 
 
 def training_photos(count: int) -> tuple[list[Path], list[torch.Tensor]]:
@@ -177,7 +181,7 @@ def main() -> None:
     parser.add_argument("--labels", choices=("styles", "better"), default="better",
                         help="styles: light vs heavy style (fitted to Rain100L/H); better: the network that "
                              "restores diverse rain better")
-    parser.add_argument("--router-styles", nargs="+", default=["diverse"], choices=("diverse", "photoshop"),
+    parser.add_argument("--router-styles", nargs="+", default=["diverse"], choices=RENDERERS,
                         help="with --labels better: the training renderers of the router's rainy images, one image "
                              "of each per photo (default: diverse)")
     parser.add_argument("--router-from", metavar="PAIR",
@@ -196,7 +200,7 @@ def main() -> None:
     parser.add_argument("--local-gate-steps", type=int, default=0, metavar="N",
                         help="also train a local gate (a per-pixel share; LocalGate) for N steps on the gate's "
                              "images; 0 (default): none")
-    parser.add_argument("--gate-styles", nargs="+", default=["diverse"], choices=("diverse", "photoshop"),
+    parser.add_argument("--gate-styles", nargs="+", default=["diverse"], choices=RENDERERS,
                         help="the training renderers of the gate's rainy images, one image of each per photo "
                              "(default: diverse)")
     parser.add_argument("--local-gate-cap", type=float, default=None, metavar="DB",
@@ -210,7 +214,11 @@ def main() -> None:
     parser.add_argument("--load-gate-data", type=Path, metavar="FILE",
                         help="read the gate's training data from a --save-gate-data FILE instead of running the "
                              "networks (it must come from the same networks and router)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads (default 1, so that two fits can run side by side)")
     args = parser.parse_args()
+    if args.threads < 1:
+        parser.error(f"--threads {args.threads}: give 1 or more")
     if args.save_gate_data and args.save_gate_data.exists():
         parser.error(f"--save-gate-data {args.save_gate_data}: the file exists; remove it or name another")
     if args.load_gate_data and not args.load_gate_data.is_file():
@@ -222,7 +230,7 @@ def main() -> None:
     if args.router_styles != ["diverse"] and (args.router_from or args.labels != "better"):
         parser.error("--router-styles sets the rain of a router fitted with --labels better; drop it with "
                      "--router-from or --labels styles")
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
 
     pair = derain.create_model("prn_pair").eval()  # a local gate, if asked, is added once the gate is fitted
     warm_start(pair.light, args.light, "prn")  # a PRN file, or NAME:light / NAME:heavy for a pair's half

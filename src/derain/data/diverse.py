@@ -72,6 +72,36 @@ Compression (the rainy input only; the clean target is untouched)
 
 The shares (15% very light, 50% with drizzle, 35% with specks, 25% additive, the compression mix) are design
 choices for coverage, not measurements of anything.
+
+The ``downpour`` style (:func:`add_downpour_rain`; 2026-12-06, written before it was measured) is the same model
+at the end that ``diverse`` rarely draws: heavy rain lit by a source. ``diverse`` draws each layer's lighting gain
+on its own, so an image whose four slabs are all lit (each in the upper half of the range) is one in ~40, and its
+rain rate is above 7.6 mm/h in half the images; a lit downpour, the dense, bright, wide streaks of rain in front of
+the sun, a street lamp or a flash (Garg & Nayar 2006: a lit drop carries the source's radiance), is then rare in
+training and absent from the validation suite. (A study on training photos, docs/training.md stage 14, found that
+how brightly dense streaks are lit, not the veil, decides which network restores them better.) Its draws:
+
+Rain rate
+    log-uniform 7.6-100 mm/h: the AMS glossary's "heavy rain" up to a cloudburst. No drizzle layer, no very
+    light images.
+Lighting
+    one source per image. Backlit (half the images: the sun or a bright sky behind the rain, far away, so every
+    slab is lit alike): each slab's gain log-uniform in the upper half, in log, of ``diverse``'s range, 11-60. A
+    lamp (the other half: a street lamp or a flash at 0.5-5 m from the camera, log-uniform): a peak gain drawn in
+    the same 11-60 for the slabs nearer than the lamp, falling with the inverse square of the distance beyond it
+    (down to ``diverse``'s floor of 2, the environment's light), so near streaks are lit and far ones faint.
+Rendering cap
+    0.2 lit drops per pixel per layer instead of 0.05: lit far drops show as streaks rather than only as veil;
+    at 0.2 drops per pixel, streaks of 10 px or longer already overlap on most pixels, and more adds only a film.
+Additive
+    half the images add the streaks (a lit drop's radiance is far above its background, where blending and
+    adding nearly agree; the common renderers add).
+Everything else
+    camera, drop sizes and speeds, depths, wind, veil, specks and compression, as ``diverse``.
+
+The 50/50 shares are coverage choices, not measurements. The 11-60 range, the lamp's distances and the cap are
+not fitted to any image: the range is ``diverse``'s own (whose top was checked by eye against real rainy photos),
+the distances those at which a lamp or a flash lights rain in a photo, the cap a geometric argument.
 """
 
 from __future__ import annotations
@@ -94,6 +124,11 @@ VERY_LIGHT = 0.15  # share of images with drizzle only
 DEPTHS = (0.3, 0.8, 2.1, 5.6, 15.0)  # slab bounds in metres (log-spaced)
 MAX_ANGLE = 45.0
 DENSITY_CAP = 0.05  # rendered drops per pixel in one layer (the rest are the veil's)
+GAIN = (2.0, 60.0)  # lighting gain on a streak's opacity: from lit by the environment only to lit by a source
+LIT = (math.sqrt(GAIN[0] * GAIN[1]), GAIN[1])  # downpour: the upper half (in log) of that range, 11-60
+DOWNPOUR_RATE = (7.6, 100.0)  # mm/h: AMS "heavy rain" upwards, to a cloudburst
+LAMP_DISTANCE = (0.5, 5.0)  # metres from the camera of the lamp (or flash) that lights a downpour
+LIT_CAP = 0.2  # rendered lit drops per pixel in one layer: streaks of 10 px or more overlap on most pixels
 
 
 @dataclass(frozen=True)
@@ -109,6 +144,7 @@ class Layer:
     sigma: float          # Gaussian sigma of the streak's cross-section (drop size and defocus), px
     gain: float           # lighting gain on the opacity
     texture: bool = False  # drawn from a Garg & Nayar texture instead
+    cap: float = DENSITY_CAP  # rendered drops per pixel at most (the rest are left to the veil)
 
 
 @dataclass(frozen=True)
@@ -126,6 +162,7 @@ class Plan:
     splashes: float       # specks per pixel (0: none)
     compression: str      # "none", "jpeg" or "video"
     quality: int
+    lighting: str = "environment"  # diverse: per-layer gains; downpour: "backlit" or "lamp"
 
 
 def fall_speed(d_mm: float | Tensor) -> float | Tensor:
@@ -143,52 +180,106 @@ def _normal(g: torch.Generator) -> float:
     return float(torch.randn((), generator=g))
 
 
-def draw_plan(g: torch.Generator, scale: float = 1.0, *, textures: bool = False) -> Plan:
-    """The image-level draws of the diverse style (see the module's docstring for each range's source)."""
+@dataclass(frozen=True)
+class _Camera:
+    f: float              # focal length, px
+    exposure: float       # s
+    aperture: float       # m
+    focus: float          # m
+    scale: float
+
+
+def _camera(g: torch.Generator, scale: float) -> _Camera:
     f = 240.5 / math.tan(math.radians(_uniform(g, 40.0, 75.0)) / 2) * scale
     exposure = _log_uniform(g, 1 / 250, 1 / 25)
     aperture = _log_uniform(g, 1.5e-3, 10e-3)
-    focus = _log_uniform(g, 2.0, 50.0)
-    very_light = float(torch.rand((), generator=g)) < VERY_LIGHT
-    rate = _log_uniform(g, 0.05, 0.5) if very_light else _log_uniform(g, 0.5, 100.0)
-    lam = 4.1 * rate ** -0.21
-    wind = max(-8.0, min(8.0, 2.0 * _normal(g)))
+    return _Camera(f=f, exposure=exposure, aperture=aperture, focus=_log_uniform(g, 2.0, 50.0), scale=scale)
 
-    def layer(z1: float, z2: float, d_lo: float, d_hi: float, gain: tuple[float, float], tex: bool) -> Layer:
-        n = 8000 / lam * (math.exp(-lam * d_lo) - math.exp(-lam * d_hi))  # drops per m^3 in [d_lo, d_hi]
-        z = math.sqrt(z1 * z2)
-        density = n * (z2 ** 3 - z1 ** 3) / (3 * f * f)
-        d_typ = d_lo + 1 / lam if d_hi > 1 else (d_lo + d_hi) / 2
-        speed = fall_speed(d_typ)
-        angle = math.degrees(math.atan2(wind + _normal(g), speed))
-        blur = f * aperture * abs(1 / z - 1 / focus) / 4  # std of the blur disc
-        drop = f * d_typ * 1e-3 / z / 4
-        sigma = min(math.sqrt(blur ** 2 + drop ** 2), 6.0 * scale)
-        return Layer(depth=z, angle=max(-MAX_ANGLE, min(MAX_ANGLE, angle)), density=density, sizes=(d_lo, d_hi),
-                     speed_px=f * exposure / z, drop_px=f / z * 1e-3, sigma=sigma,
-                     gain=_log_uniform(g, *gain), texture=tex)
 
-    layers = []
-    if not very_light:
-        tex_slab = int(torch.randint(1, 3, (), generator=g)) if textures and float(
-            torch.rand((), generator=g)) < 0.3 else -1
-        for k in range(len(DEPTHS) - 1):
-            layers.append(layer(DEPTHS[k], DEPTHS[k + 1], 0.5, 6.0, (2.0, 60.0), k == tex_slab))
-    if very_light or float(torch.rand((), generator=g)) < 0.5:
-        layers.append(layer(0.3, 3.0, 0.1, 0.5, (1.0 if very_light else 8.0, 60.0), False))
-    veil = 0.0 if very_light else 0.3 * rate ** 0.65 / 1000
+def _layer(cam: _Camera, g: torch.Generator, lam: float, wind: float, z1: float, z2: float, d_lo: float,
+           d_hi: float, gain: tuple[float, float], tex: bool, cap: float = DENSITY_CAP) -> Layer:
+    """The slab ``[z1, z2]`` m of drops of ``d_lo``-``d_hi`` mm: its density, streak geometry, a gust and a
+    lighting gain drawn log-uniform in ``gain``."""
+    f = cam.f
+    n = 8000 / lam * (math.exp(-lam * d_lo) - math.exp(-lam * d_hi))  # drops per m^3 in [d_lo, d_hi]
+    z = math.sqrt(z1 * z2)
+    density = n * (z2 ** 3 - z1 ** 3) / (3 * f * f)
+    d_typ = d_lo + 1 / lam if d_hi > 1 else (d_lo + d_hi) / 2
+    speed = fall_speed(d_typ)
+    angle = math.degrees(math.atan2(wind + _normal(g), speed))
+    blur = f * cam.aperture * abs(1 / z - 1 / cam.focus) / 4  # std of the blur disc
+    drop = f * d_typ * 1e-3 / z / 4
+    sigma = min(math.sqrt(blur ** 2 + drop ** 2), 6.0 * cam.scale)
+    return Layer(depth=z, angle=max(-MAX_ANGLE, min(MAX_ANGLE, angle)), density=density, sizes=(d_lo, d_hi),
+                 speed_px=f * cam.exposure / z, drop_px=f / z * 1e-3, sigma=sigma,
+                 gain=_log_uniform(g, *gain), texture=tex, cap=cap)
+
+
+def _wind(g: torch.Generator) -> float:
+    return max(-8.0, min(8.0, 2.0 * _normal(g)))
+
+
+def _texture_slab(g: torch.Generator, textures: bool) -> int:
+    """Which slab (1 or 2), if any (-1), is drawn from a Garg & Nayar texture: 30% of the images when given."""
+    return int(torch.randint(1, 3, (), generator=g)) if textures and float(torch.rand((), generator=g)) < 0.3 else -1
+
+
+def _finish(g: torch.Generator, scale: float, splash_chance: float) -> tuple[float, float, float, float, str, int, float]:
+    """The draws after the layers: depth range, atmospheric light, drop radiance, additive or not (see the
+    callers), specks and compression."""
     zmax = _log_uniform(g, 20.0, 500.0)
     light = _uniform(g, 0.6, 0.95)
     drop = _uniform(g, 0.5, 1.0)
-    additive = float(torch.rand((), generator=g)) < 0.25
+    additive = float(torch.rand((), generator=g))
     splashes = 0.0
-    if not very_light and float(torch.rand((), generator=g)) < 0.35:
+    if splash_chance and float(torch.rand((), generator=g)) < splash_chance:
         splashes = _log_uniform(g, 2e-4, 2e-3) / (scale * scale)
     u = float(torch.rand((), generator=g))
     compression, quality = ("none", 100) if u < 0.35 else ("jpeg", int(torch.randint(35, 96, (), generator=g))) \
         if u < 0.8 else ("video", int(torch.randint(10, 31, (), generator=g)))
-    return Plan(rate=rate, very_light=very_light, layers=tuple(layers), veil=veil, zmax=zmax, light=light,
-                drop=drop, additive=additive, splashes=splashes, compression=compression, quality=quality)
+    return zmax, light, drop, additive, compression, quality, splashes
+
+
+def draw_plan(g: torch.Generator, scale: float = 1.0, *, textures: bool = False) -> Plan:
+    """The image-level draws of the diverse style (see the module's docstring for each range's source)."""
+    cam = _camera(g, scale)
+    very_light = float(torch.rand((), generator=g)) < VERY_LIGHT
+    rate = _log_uniform(g, 0.05, 0.5) if very_light else _log_uniform(g, 0.5, 100.0)
+    lam = 4.1 * rate ** -0.21
+    wind = _wind(g)
+    layers = []
+    if not very_light:
+        tex_slab = _texture_slab(g, textures)
+        for k in range(len(DEPTHS) - 1):
+            layers.append(_layer(cam, g, lam, wind, DEPTHS[k], DEPTHS[k + 1], 0.5, 6.0, GAIN, k == tex_slab))
+    if very_light or float(torch.rand((), generator=g)) < 0.5:
+        layers.append(_layer(cam, g, lam, wind, 0.3, 3.0, 0.1, 0.5, (1.0 if very_light else 8.0, GAIN[1]), False))
+    zmax, light, drop, u, compression, quality, splashes = _finish(g, scale, 0.0 if very_light else 0.35)
+    return Plan(rate=rate, very_light=very_light, layers=tuple(layers),
+                veil=0.0 if very_light else 0.3 * rate ** 0.65 / 1000, zmax=zmax, light=light, drop=drop,
+                additive=u < 0.25, splashes=splashes, compression=compression, quality=quality)
+
+
+def draw_downpour_plan(g: torch.Generator, scale: float = 1.0, *, textures: bool = False) -> Plan:
+    """The image-level draws of the downpour style: heavy rain lit by one source (see the module's docstring)."""
+    cam = _camera(g, scale)
+    rate = _log_uniform(g, *DOWNPOUR_RATE)
+    lam = 4.1 * rate ** -0.21
+    wind = _wind(g)
+    tex_slab = _texture_slab(g, textures)
+    backlit = float(torch.rand((), generator=g)) < 0.5
+    lamp = _log_uniform(g, *LAMP_DISTANCE)
+    peak = _log_uniform(g, *LIT)
+    layers = []
+    for k in range(len(DEPTHS) - 1):
+        z1, z2 = DEPTHS[k], DEPTHS[k + 1]
+        # backlit: every slab's gain drawn in the lit range; a lamp: its peak falls off with the slab's distance
+        gain = LIT if backlit else (max(GAIN[0], peak * min(1.0, lamp * lamp / (z1 * z2))),) * 2
+        layers.append(_layer(cam, g, lam, wind, z1, z2, 0.5, 6.0, gain, k == tex_slab, cap=LIT_CAP))
+    zmax, light, drop, u, compression, quality, splashes = _finish(g, scale, 0.35)
+    return Plan(rate=rate, very_light=False, layers=tuple(layers), veil=0.3 * rate ** 0.65 / 1000, zmax=zmax,
+                light=light, drop=drop, additive=u < 0.5, splashes=splashes, compression=compression,
+                quality=quality, lighting="backlit" if backlit else "lamp")
 
 
 def _streaks(h: int, w: int, layer: Layer, lam: float, g: torch.Generator) -> Tensor:
@@ -199,7 +290,7 @@ def _streaks(h: int, w: int, layer: Layer, lam: float, g: torch.Generator) -> Te
     d_lo, d_hi = layer.sizes
     longest = max(1, math.ceil(float(fall_speed(d_hi)) * layer.speed_px))
     rows = side + longest
-    rendered = min(layer.density, DENSITY_CAP)
+    rendered = min(layer.density, layer.cap)
     count = int(rendered * rows * side + float(torch.rand((), generator=g)))
     if count == 0:
         return torch.zeros(h, w)
@@ -265,6 +356,13 @@ def _compress(x: Tensor, plan: Plan, g: torch.Generator) -> Tensor:
     decoded = np.asarray(Image.open(buffer).convert("RGB"))
     out = torch.from_numpy(decoded.copy()).permute(2, 0, 1).float() / 255
     return out[:, dy:dy + h, dx:dx + w].contiguous()
+
+
+def add_downpour_rain(clean: Tensor, g: torch.Generator, textures: Sequence[Tensor] = (), *,
+                      mask_threshold: float = 0.05, scale: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Downpour rain on a clean ``(3, H, W)`` image in [0, 1]: ``(rainy, mask)``, as :func:`add_diverse_rain`."""
+    plan = draw_downpour_plan(g, scale, textures=bool(textures))
+    return add_diverse_rain(clean, g, textures, mask_threshold=mask_threshold, scale=scale, plan=plan)
 
 
 def add_diverse_rain(clean: Tensor, g: torch.Generator, textures: Sequence[Tensor] = (), *,

@@ -20,6 +20,9 @@ augmentation chains (Guo et al. 2021); it needs the streak textures.
 levels, Screen blend) with the tutorials' settings; ``diverse+photoshop`` draws each image's rain from ``diverse``
 or ``photoshop``, half and half (training on more than one renderer).
 
+``downpour`` (:func:`derain.data.diverse.add_downpour_rain`) is ``diverse``'s physical model at heavy rain lit by
+one source (backlit, or a lamp or flash near the camera): dense, bright, wide streaks.
+
 A streak layer is procedural (sparse random drops, a slight Gaussian widening, a motion-blur line kernel at the
 layer's angle, a gain) or, when streak textures are given (the Garg & Nayar database in
 the ``rain_streaks`` data set), a random crop of a texture, flipped and rotated to the image's direction.
@@ -45,7 +48,7 @@ from torch import Tensor
 from derain.errors import InputError
 from derain.io import list_images, read_image, write_image
 
-Style = Literal["light", "heavy", "mixed", "diverse", "rainmix", "photoshop", "diverse+photoshop"]
+Style = Literal["light", "heavy", "mixed", "diverse", "rainmix", "photoshop", "diverse+photoshop", "downpour"]
 STYLE_NAMES: tuple[str, ...] = get_args(Style)
 
 
@@ -260,6 +263,11 @@ def add_rain(clean: Tensor, *, style: str | RainStyle = "light", seed: int | Non
         from derain.data.diverse import add_diverse_rain  # it builds on this module's layers
 
         rainy, mask = add_diverse_rain(clean, g, textures, mask_threshold=mask_threshold, scale=scale)
+        return rainy.to(clean.dtype), mask
+    if style == "downpour":
+        from derain.data.diverse import add_downpour_rain
+
+        rainy, mask = add_downpour_rain(clean, g, textures, mask_threshold=mask_threshold, scale=scale)
         return rainy.to(clean.dtype), mask
     if style == "rainmix":
         from derain.data.rainmix import add_rainmix_rain

@@ -36,7 +36,8 @@ class DataConfig:
     layout: str = "auto"                                 # paired: a derain.data.LAYOUTS name
     exclude: str | None = None   # a file of names never trained on (a set used by name leaves out its own list)
     # synthetic rain (train and validation): derain.data.synthetic.Style
-    style: Literal["light", "heavy", "mixed", "diverse", "rainmix", "photoshop", "diverse+photoshop"] = "light"
+    style: Literal["light", "heavy", "mixed", "diverse", "rainmix", "photoshop", "diverse+photoshop",
+                   "downpour"] = "light"
     textures: str | None = "rain_streaks"               # streak textures: a folder or a data set's name
     crop: int = 64
     flips: bool = True
