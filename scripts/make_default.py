@@ -45,7 +45,6 @@ from derain.train.gate import ROUNDING_MSE, Logistic, fit_logistic, fit_share, g
 from derain.train.model import load_network, warm_start
 from derain.weights.store import write_weights
 
-
 RENDERERS = ("diverse", "photoshop", "downpour")  # training renderers the router's and gate's images may use
 
 

@@ -44,14 +44,15 @@ def test_validation_uses_held_out_training_photos() -> None:
     out = _run("validation.py", "--weights", "derain.prn_mixed", "derain.default", "--photos", "2", "--seeds", "1")
     lines = [line for line in out.splitlines() if line.startswith("| derain.prn_mixed |")]
     assert len(lines) == 1 and "% worse" in lines[0] and "(min " in lines[0]
-    assert "| diverse (2) | rainmix (2) | renderers (diverse+rainmix) | rain-free (2) |" in out
-    # choices are made on the mean gain over the two renderers: the "renderers" cell is that mean
+    assert ("| diverse (2) | rainmix (2) | downpour (2) | renderers (diverse+rainmix+downpour) | rain-free (2) |"
+            in out)
+    # choices are made on the mean gain over the three renderers: the "renderers" cell is that mean
     cells = [c.strip() for c in lines[0].strip("| ").split(" | ")]
-    gains = [float(re.search(r", ([+-]\d+\.\d+), ", cell).group(1)) for cell in cells[1:3]]
-    assert abs(float(cells[3]) - sum(gains) / 2) < 0.006
+    gains = [float(re.search(r", ([+-]\d+\.\d+), ", cell).group(1)) for cell in cells[1:4]]
+    assert abs(float(cells[4]) - sum(gains) / 3) < 0.006
     # the second weight set is compared photo by photo with the first; its mean is the renderers' difference
     other = next(line for line in out.splitlines() if line.startswith("| derain.default |"))
-    renderers = float(other.strip("| ").split(" | ")[3]) - float(cells[3])
+    renderers = float(other.strip("| ").split(" | ")[4]) - float(cells[4])
     paired = re.search(r"- derain\.default: ([+-]\d+\.\d+) dB, standard error (\d+\.\d+) over 2 photos, "
                        r"(\d) of 2 better", out)
     assert paired, out

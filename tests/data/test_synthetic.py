@@ -403,3 +403,53 @@ def test_the_two_renderer_mixture_draws_from_both() -> None:
             if torch.equal(mixed, add_rain(clean, style=style, g=g)[0]):
                 kinds.add(style)
     assert kinds == {"diverse", "photoshop"}
+
+
+# --- the downpour style: the physical model's heavy rain, lit by one source ---
+
+def test_downpour_is_seeded_in_range_and_selectable(tmp_path: Path) -> None:
+    from derain.data.synthetic import STYLE_NAMES
+    from derain.train.config import DataConfig
+
+    assert "downpour" in STYLE_NAMES and DataConfig(style="downpour").style == "downpour"
+    clean = _scene()
+    original = clean.clone()
+    a, ma = add_rain(clean, style="downpour", seed=2)
+    b, mb = add_rain(clean, style="downpour", seed=2)
+    assert torch.equal(a, b) and torch.equal(ma, mb) and torch.equal(clean, original)
+    assert a.min() >= 0 and a.max() <= 1 and a.shape == clean.shape and set(ma.unique().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(a, add_rain(clean, style="downpour", seed=3)[0])
+    assert add_rain(clean, style="downpour", seed=2, textures=_streak_textures())[0].shape == clean.shape
+    src = tmp_path / "clean"
+    write_image(src / "a.png", _scene(40, 50))
+    assert main(["synth", str(src), "-o", str(tmp_path / "out"), "--style", "downpour"]) == 0
+    assert PairedFolder(tmp_path / "out")[0].rainy.shape == (3, 40, 50)
+
+
+def test_downpour_plans_are_heavy_lit_rain() -> None:
+    from derain.data.diverse import DEPTHS, DOWNPOUR_RATE, GAIN, LIT, LIT_CAP, draw_downpour_plan
+    from derain.data.synthetic import generator
+
+    plans = [draw_downpour_plan(generator("downpour-plans", k)) for k in range(200)]
+    assert {p.lighting for p in plans} == {"backlit", "lamp"}
+    for p in plans:
+        assert DOWNPOUR_RATE[0] <= p.rate <= DOWNPOUR_RATE[1] and not p.very_light and p.veil > 0
+        assert [layer.depth for layer in p.layers] == [(a * b) ** 0.5 for a, b in itertools.pairwise(DEPTHS)]
+        assert all(layer.cap == LIT_CAP and layer.sizes[0] >= 0.5 for layer in p.layers)  # no drizzle layer
+        gains = [layer.gain for layer in p.layers]
+        if p.lighting == "backlit":  # every slab lit
+            assert all(LIT[0] - 1e-9 <= x <= LIT[1] + 1e-9 for x in gains)
+        else:  # a lamp near the camera: near slabs at the peak, farther ones fainter, never below the floor
+            assert gains == sorted(gains, reverse=True) and gains[0] >= LIT[0] - 1e-9
+            assert all(GAIN[0] - 1e-9 <= x <= LIT[1] + 1e-9 for x in gains)
+    # the same camera and wind draws as diverse, at the rates that diverse rarely reaches
+    assert min(p.rate for p in plans) < 12 and max(p.rate for p in plans) > 60
+
+
+def test_downpour_is_denser_and_brighter_than_diverse() -> None:
+    """On a dark scene, bright streaks (changing the veiled background by more than 0.25) cover far more of the
+    image under the lit downpour than under diverse rain drawn with the same seeds (medians over 16 seeds)."""
+    dark = torch.full((3, 96, 96), 0.12)
+    bright = {style: sorted(float(add_rain(dark, style=style, seed=s, mask_threshold=0.25)[1].mean())
+                            for s in range(16)) for style in ("diverse", "downpour")}
+    assert bright["downpour"][8] > 3 * bright["diverse"][8] and bright["downpour"][8] > 0.1

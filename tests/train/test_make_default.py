@@ -1,5 +1,5 @@
 """scripts/make_default.py on a few real training photos: it builds a loadable prn_pair with a fitted router (on
-rain of two renderers) and gate, keeps a router when asked, fits the gate either way, saves the gate's training
+rain of three renderers) and gate, keeps a router when asked, fits the gate either way, saves the gate's training
 data, and trains a local gate from that data on top of a kept image-level gate."""
 
 from __future__ import annotations
@@ -25,21 +25,21 @@ def test_builds_a_pair_keeps_a_router_and_fits_the_gate_both_ways(tmp_path: Path
     require_shared("data", "bsds500")
     require_shared("data", "rain_streaks")
     halves = ("--light", "derain.default:light", "--heavy", "derain.default:heavy")
-    first = _run(*halves, "--photos", "3", "--router-styles", "diverse", "photoshop", "--gate-photos", "3",
-                 "-o", tmp_path / "a.safetensors")
+    first = _run(*halves, "--photos", "3", "--router-styles", "diverse", "photoshop", "downpour", "--gate-photos", "3",
+                 "--threads", "2", "-o", tmp_path / "a.safetensors")
     assert first.returncode == 0, first.stderr
     assert "Rain100" not in first.stdout  # it reads no test set
-    assert "of 6 training images restored better" in first.stdout  # 3 rainy photos, one image per renderer
+    assert "of 9 training images restored better" in first.stdout  # 3 rainy photos, one image per renderer
     a = load_weights(tmp_path / "a.safetensors")
     assert a.model == "prn_pair"
     info = json.loads(a.metadata["derain.router"])
     assert info["labels"] == "better" and info["gate_fit"] == "helps" and info["gate_photos"] == 3
-    assert info["router_styles"] == ["diverse", "photoshop"]
+    assert info["router_styles"] == ["diverse", "photoshop", "downpour"]
     pair_a = a.build()
     assert float(pair_a.router_weight.abs().sum()) > 0 and float(pair_a.gate_weight.abs().sum()) > 0
 
     second = _run(*halves, "--router-from", tmp_path / "a.safetensors", "--gate-photos", "3", "--gate-fit", "psnr",
-                  "--save-gate-data", tmp_path / "gate.pt", "-o", tmp_path / "b.safetensors")
+                  "--save-gate-data", tmp_path / "gate.pt", "--threads", "2", "-o", tmp_path / "b.safetensors")
     assert second.returncode == 0, second.stderr
     b = load_weights(tmp_path / "b.safetensors")
     pair_b = b.build()
@@ -91,6 +91,8 @@ def test_refuses_a_router_source_without_a_router_and_an_existing_data_file(tmp_
     kept = _run(*halves, "--router-from", "derain.default", "--router-styles", "photoshop", "-o",
                 tmp_path / "x.safetensors")
     assert kept.returncode == 2 and "--router-styles" in kept.stderr and "Traceback" not in kept.stderr
+    threads = _run(*halves, "--threads", "0", "-o", tmp_path / "x.safetensors")
+    assert threads.returncode == 2 and "--threads" in threads.stderr and "Traceback" not in threads.stderr
     # a local gate needs the gate's images: refused before any network runs
     no_images = _run(*halves, "--gate-photos", "0", "--local-gate-steps", "10", "-o", tmp_path / "x.safetensors")
     assert no_images.returncode == 2 and "--gate-photos" in no_images.stderr and "Traceback" not in no_images.stderr

@@ -224,9 +224,10 @@ def _texture_slab(g: torch.Generator, textures: bool) -> int:
     return int(torch.randint(1, 3, (), generator=g)) if textures and float(torch.rand((), generator=g)) < 0.3 else -1
 
 
-def _finish(g: torch.Generator, scale: float, splash_chance: float) -> tuple[float, float, float, float, str, int, float]:
-    """The draws after the layers: depth range, atmospheric light, drop radiance, additive or not (see the
-    callers), specks and compression."""
+def _finish(g: torch.Generator, scale: float,
+            splash_chance: float) -> tuple[float, float, float, float, str, int, float]:
+    """The draws after the layers: the farthest depth, atmospheric light, drop radiance, a uniform number that
+    decides additive or blended (each caller's share), compression and its quality, specks per pixel."""
     zmax = _log_uniform(g, 20.0, 500.0)
     light = _uniform(g, 0.6, 0.95)
     drop = _uniform(g, 0.5, 1.0)
