@@ -203,7 +203,8 @@ def synth_command(
                                                   "Rain100 ground truths left out).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (rain/, norain/, mask/).")],
     style: Annotated[str, typer.Option(help=f"Rain style: {_choices(STYLE_NAMES)} (light is Rain100L-like, heavy "
-                                            "Rain100H-like; rainmix needs --textures).")] = "light",
+                                            "Rain100H-like; diverse and downpour are physical models, downpour "
+                                            "its lit heavy rain; rainmix needs --textures).")] = "light",
     seed: Annotated[int, typer.Option(help="Seed: the same seed and file name give the same rain.")] = 0,
     textures: Annotated[str | None, typer.Option(
         help="Rain-streak textures (black background) mixed with the procedural streaks: a folder or a data "
