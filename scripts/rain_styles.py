@@ -3,8 +3,9 @@
 Rows: clean BSDS500 training photos (never the 91 Rain100 ground truths: ``resolve_images("bsds500")`` names them),
 each rendered whole at its own scale, then shown as a 1:1 crop; columns: the clean photo, ``light``, ``heavy``,
 ``rainmix`` (the validation suite's second renderer), ``photoshop`` (the tutorials' recipe), ``downpour`` (the
-physical model's heavy rain lit by one source; the suite's third) and several draws of ``diverse``. The last rows: real rainy photos of the ``real_rain`` set (no ground truth), 1:1 crops of the same
-size, for comparison by eye only (nothing is measured on them).
+physical model's heavy rain lit by one source; the suite's third) and several draws of ``diverse``. The last
+rows: real rainy photos of the ``real_rain`` set (no ground truth), 1:1 crops of the same size, for comparison by
+eye only (nothing is measured on them).
 
     DERAIN_DATA=/work/shared/data python scripts/rain_styles.py
 """
