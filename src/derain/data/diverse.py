@@ -75,8 +75,8 @@ choices for coverage, not measurements of anything.
 
 The ``downpour`` style (:func:`add_downpour_rain`; 2026-12-06, written before it was measured) is the same model
 at the end that ``diverse`` rarely draws: heavy rain lit by a source. ``diverse`` draws each layer's lighting gain
-on its own, so an image whose four slabs are all lit (each in the upper half of the range) is one in ~40, and its
-rain rate is above 7.6 mm/h in half the images; a lit downpour, the dense, bright, wide streaks of rain in front of
+on its own and its rain rate over four decades, so an image with a rain rate above 7.6 mm/h (41% of them) whose
+four slabs are all lit (each in the upper half of the gain's range: one in 16) is one in ~40; a lit downpour, the dense, bright, wide streaks of rain in front of
 the sun, a street lamp or a flash (Garg & Nayar 2006: a lit drop carries the source's radiance), is then rare in
 training and absent from the validation suite. (A study on training photos, docs/training.md stage 14, found that
 how brightly dense streaks are lit, not the veil, decides which network restores them better.) Its draws:
