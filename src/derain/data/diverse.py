@@ -76,10 +76,11 @@ choices for coverage, not measurements of anything.
 The ``downpour`` style (:func:`add_downpour_rain`; 2026-12-06, written before it was measured) is the same model
 at the end that ``diverse`` rarely draws: heavy rain lit by a source. ``diverse`` draws each layer's lighting gain
 on its own and its rain rate over four decades, so an image with a rain rate above 7.6 mm/h (41% of them) whose
-four slabs are all lit (each in the upper half of the gain's range: one in 16) is one in ~40; a lit downpour, the dense, bright, wide streaks of rain in front of
-the sun, a street lamp or a flash (Garg & Nayar 2006: a lit drop carries the source's radiance), is then rare in
-training and absent from the validation suite. (A study on training photos, docs/training.md stage 14, found that
-how brightly dense streaks are lit, not the veil, decides which network restores them better.) Its draws:
+four slabs are all lit (each in the upper half of the gain's range: one in 16) is one in ~40; a lit downpour,
+the dense, bright, wide streaks of rain in front of the sun, a street lamp or a flash (Garg & Nayar 2006: a lit
+drop carries the source's radiance), is then rare in training and absent from the validation suite. (A study on
+training photos, docs/training.md stage 14, found that how brightly dense streaks are lit, not the veil, decides
+which network restores them better.) Its draws:
 
 Rain rate
     log-uniform 7.6-100 mm/h: the AMS glossary's "heavy rain" up to a cloudburst. No drizzle layer, no very
@@ -224,14 +225,14 @@ def _texture_slab(g: torch.Generator, textures: bool) -> int:
     return int(torch.randint(1, 3, (), generator=g)) if textures and float(torch.rand((), generator=g)) < 0.3 else -1
 
 
-def _finish(g: torch.Generator, scale: float,
-            splash_chance: float) -> tuple[float, float, float, float, str, int, float]:
-    """The draws after the layers: the farthest depth, atmospheric light, drop radiance, a uniform number that
-    decides additive or blended (each caller's share), compression and its quality, specks per pixel."""
+def _finish(g: torch.Generator, scale: float, *, splash_chance: float,
+            additive_share: float) -> tuple[float, float, float, bool, str, int, float]:
+    """The draws after the layers: the farthest depth, atmospheric light, drop radiance, additive or blended,
+    compression and its quality, specks per pixel."""
     zmax = _log_uniform(g, 20.0, 500.0)
     light = _uniform(g, 0.6, 0.95)
     drop = _uniform(g, 0.5, 1.0)
-    additive = float(torch.rand((), generator=g))
+    additive = float(torch.rand((), generator=g)) < additive_share
     splashes = 0.0
     if splash_chance and float(torch.rand((), generator=g)) < splash_chance:
         splashes = _log_uniform(g, 2e-4, 2e-3) / (scale * scale)
@@ -255,10 +256,11 @@ def draw_plan(g: torch.Generator, scale: float = 1.0, *, textures: bool = False)
             layers.append(_layer(cam, g, lam, wind, DEPTHS[k], DEPTHS[k + 1], 0.5, 6.0, GAIN, k == tex_slab))
     if very_light or float(torch.rand((), generator=g)) < 0.5:
         layers.append(_layer(cam, g, lam, wind, 0.3, 3.0, 0.1, 0.5, (1.0 if very_light else 8.0, GAIN[1]), False))
-    zmax, light, drop, u, compression, quality, splashes = _finish(g, scale, 0.0 if very_light else 0.35)
+    zmax, light, drop, additive, compression, quality, splashes = _finish(
+        g, scale, splash_chance=0.0 if very_light else 0.35, additive_share=0.25)
     return Plan(rate=rate, very_light=very_light, layers=tuple(layers),
                 veil=0.0 if very_light else 0.3 * rate ** 0.65 / 1000, zmax=zmax, light=light, drop=drop,
-                additive=u < 0.25, splashes=splashes, compression=compression, quality=quality)
+                additive=additive, splashes=splashes, compression=compression, quality=quality)
 
 
 def draw_downpour_plan(g: torch.Generator, scale: float = 1.0, *, textures: bool = False) -> Plan:
@@ -277,9 +279,10 @@ def draw_downpour_plan(g: torch.Generator, scale: float = 1.0, *, textures: bool
         # backlit: every slab's gain drawn in the lit range; a lamp: its peak falls off with the slab's distance
         gain = LIT if backlit else (max(GAIN[0], peak * min(1.0, lamp * lamp / (z1 * z2))),) * 2
         layers.append(_layer(cam, g, lam, wind, z1, z2, 0.5, 6.0, gain, k == tex_slab, cap=LIT_CAP))
-    zmax, light, drop, u, compression, quality, splashes = _finish(g, scale, 0.35)
+    zmax, light, drop, additive, compression, quality, splashes = _finish(g, scale, splash_chance=0.35,
+                                                                          additive_share=0.5)
     return Plan(rate=rate, very_light=False, layers=tuple(layers), veil=0.3 * rate ** 0.65 / 1000, zmax=zmax,
-                light=light, drop=drop, additive=u < 0.5, splashes=splashes, compression=compression,
+                light=light, drop=drop, additive=additive, splashes=splashes, compression=compression,
                 quality=quality, lighting="backlit" if backlit else "lamp")
 
 
