@@ -19,15 +19,24 @@ standard error over photos and how many photos gained, so that a margin can be r
 ``--styles`` picks the renderers; others are for information (``light`` and ``heavy`` were fitted to Rain100L/H's
 statistics, so they are shown, never used to choose).
 
+Two checks since stage 17 (docs/training.md), each a gap the suite had: ``rainmix_dense`` (in the default
+``--styles``, not in the "renderers" mean) is dense rain from the renderer no network of ours trains on, so a heavy
+network fine-tuned on one kind of dense rain shows what it loses on another; and for a light/heavy pair (a model
+with a router) the column "rain-free, heavy forced" runs the same rain-free photos through the heavy network (the
+gate still applies), so a router that sends a clean photo there, as it may on photos the suite does not have, is
+judged by what that network does to it rather than passing because these 8 photos go to the light one.
+
     python benchmarks/validation.py --weights derain.default ~/derain-runs/new/best.safetensors
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 import time
+from collections.abc import Iterator
 
 import torch
 
@@ -40,6 +49,22 @@ from derain.metrics import measure
 from generalization import pooled, rain_free_cell  # benchmarks/ is on sys.path when a script here runs
 
 CHOOSING = ("diverse", "rainmix", "downpour")  # the renderers choices are made on: the mean of their gains
+GUARDS = ("rainmix_dense",)  # shown beside them by default, outside the mean: dense rain no network trains on
+
+
+@contextlib.contextmanager
+def heavy_forced(restorer: derain.Restorer) -> Iterator[bool]:
+    """The restorer with its pair's router bypassed, every image sent to the heavy network; yields False (nothing
+    forced) for a model without a router."""
+    model = restorer.model
+    if getattr(model, "route", None) is None:
+        yield False
+        return
+    model.route = lambda x: torch.ones(x.shape[0], dtype=torch.bool, device=x.device)  # an instance attribute
+    try:
+        yield True
+    finally:
+        del model.route  # the class's router again
 
 
 def score(out: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
@@ -59,6 +84,14 @@ def suite(photos: int, seeds: int, styles: list[str]) -> tuple[dict[str, list[tu
     return rainy, clean
 
 
+def rain_free(restorer: derain.Restorer, clean: list[torch.Tensor]) -> str:
+    """The rain-free cell: each clean photo through the restorer, scored against itself (pooled; share left
+    identical; the minimum)."""
+    free = [score(restorer(c[None], scale=1), c[None])[0] for c in clean]
+    unchanged = sum(math.isinf(p) for p in free) / len(free)
+    return f"{rain_free_cell(pooled(free), unchanged)} (min {min(free):.2f})"
+
+
 def paired(a: list[float], b: list[float]) -> str:
     """The mean of ``a - b`` over photos, its standard error (photos are the independent units: a photo's seeds and
     renderers share its content) and how many photos gained; for reading a margin, never for moving a rule's."""
@@ -73,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", nargs="+", required=True, help="catalog names or weight files")
     parser.add_argument("--photos", type=int, default=8, help="held-out photos (the runs hold out the first 8)")
     parser.add_argument("--seeds", type=int, default=2, help="rainy versions of each photo per style")
-    parser.add_argument("--styles", nargs="+", default=list(CHOOSING),
-                        help="renderers (choices use the mean gain over 'diverse', 'rainmix' and 'downpour')")
+    parser.add_argument("--styles", nargs="+", default=[*CHOOSING, *GUARDS],
+                        help="renderers (choices use the mean gain over 'diverse', 'rainmix' and 'downpour'; "
+                             "'rainmix_dense' is shown beside them)")
     args = parser.parse_args(argv)
     if args.photos < 1 or args.seeds < 1:
         parser.error("--photos and --seeds must be 1 or more")
@@ -93,9 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     base = {style: [score(x[None], c[None])[0] for x, c in pairs] for style, pairs in rainy.items()}
     choosing = [s for s in rainy if s in CHOOSING]
     head = ["weights", *(f"{s} ({len(p)})" for s, p in rainy.items()), f"renderers ({'+'.join(choosing)})",
-            f"rain-free ({len(clean)})", "seconds"]
+            f"rain-free ({len(clean)})", "rain-free, heavy forced", "seconds"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
-    print(f"| rainy input | {' | '.join(f'{sum(b) / len(b):.2f}' for b in base.values())} | | | |", flush=True)
+    print(f"| rainy input | {' | '.join(f'{sum(b) / len(b):.2f}' for b in base.values())} | | | | |", flush=True)
     per_photo: dict[str, list[float]] = {}  # each photo's mean PSNR over the choosing renderers and seeds
     for name, restorer in restorers.items():
         t0 = time.perf_counter()
@@ -118,9 +152,9 @@ def main(argv: list[str] | None = None) -> int:
             cells.append(f"{sum(ps) / n:.2f} / {sum(ss) / n:.4f}, {(sum(ps) - sum(base[style])) / n:+.2f}, "
                          f"{100 * worse:.0f}% worse, bias {'/'.join(f'{float(b):+.3f}' for b in bias / n)}")
         cells.append(f"{sum(gains[s] for s in choosing) / len(choosing):+.3f}" if choosing else "")
-        free = [score(restorer(c[None], scale=1), c[None])[0] for c in clean]
-        unchanged = sum(math.isinf(p) for p in free) / len(free)
-        cells.append(f"{rain_free_cell(pooled(free), unchanged)} (min {min(free):.2f})")
+        cells.append(rain_free(restorer, clean))
+        with heavy_forced(restorer) as forced:
+            cells.append(rain_free(restorer, clean) if forced else "")
         print(f"| {name} | {' | '.join(cells)} | {time.perf_counter() - t0:.0f} |", flush=True)
     if len(per_photo) > 1:
         seeds = f"{args.seeds} seed{'s' if args.seeds > 1 else ''}"
@@ -131,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"- {name}: {paired(per_photo[name], first)}")
     print("\nmatlab-y, rounded, scale 1; cells: PSNR / SSIM, gain over the input (dB), share of images worse than "
           "the input, bias R/G/B; rain-free: PSNR of the output against its clean input (pooled: the PSNR of the "
-          "mean squared error; share left identical; min).")
+          "mean squared error; share left identical; min); heavy forced: the same with a pair's router bypassed, every "
+          "photo through its heavy network.")
     return 0
 
 

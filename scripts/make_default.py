@@ -188,7 +188,8 @@ def main() -> None:
                              "(it is the same fit when the two networks are that pair's)")
     parser.add_argument("--gate-photos", type=int, default=240,
                         help="training photos (each rain-free and with diverse rain) the gate is fitted on; 0: no "
-                             "gate (every image's rain layer removed in full)")
+                             "gate (every image's rain layer removed in full), or with --gate-from that pair's "
+                             "gate kept without measuring it")
     parser.add_argument("--gate-fit", choices=("helps", "psnr"), default="helps",
                         help="helps: a classifier of 'the output beats the input', its probability the share "
                              "removed; psnr: from there, the share that maximises the mean PSNR of the gated "
@@ -255,6 +256,16 @@ def main() -> None:
             router_info["router_styles"] = list(args.router_styles)
         print(f"router fitted on {len(y)} synthetic images: {accuracy:.1%} routed right")
     gate_info: dict[str, object] = {}
+    if args.gate_from:
+        kind, _, source = load_network(args.gate_from)
+        if kind != "prn_pair":
+            parser.error(f"--gate-from {args.gate_from}: {kind!r} weights have no gate; name a prn_pair file "
+                         "such as derain.default")
+        set_buffers(pair, Logistic(*(getattr(source, f"gate_{name}").clone()
+                                     for name in ("mean", "scale", "weight", "bias"))).buffers("gate"))
+        gate_info["gate_from"] = str(args.gate_from)
+        print(f"image-level gate kept from {args.gate_from}"
+              + ("" if args.gate_photos else " (--gate-photos 0: not measured)"))
     if args.gate_photos:
         if args.load_gate_data:
             data = torch.load(args.load_gate_data)
@@ -268,18 +279,12 @@ def main() -> None:
             torch.save({"features": gx, "labels": gy, "terms": terms, "images": images, "rain_free": rain_free},
                        args.save_gate_data)
         if args.gate_from:
-            kind, _, source = load_network(args.gate_from)
-            if kind != "prn_pair":
-                parser.error(f"--gate-from {args.gate_from}: {kind!r} weights have no gate; name a prn_pair file "
-                             "such as derain.default")
-            gate = Logistic(*(getattr(source, f"gate_{name}").clone() for name in ("mean", "scale", "weight", "bias")))
-            gate_info["gate_from"] = str(args.gate_from)
-            print(f"image-level gate kept from {args.gate_from}")
+            gate = Logistic(pair.gate_mean, pair.gate_scale, pair.gate_weight, pair.gate_bias)
         else:
             gate = fit_logistic(gx, gy)
             if args.gate_fit == "psnr":
                 gate = fit_share(gx, terms, start=gate)
-        set_buffers(pair, gate.buffers("gate"))
+            set_buffers(pair, gate.buffers("gate"))
         p = gate(gx)
         none, every = gated_psnr(terms, torch.zeros_like(p)), gated_psnr(terms, torch.ones_like(p))
         gated = gated_psnr(terms, p)

@@ -204,7 +204,8 @@ def synth_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (rain/, norain/, mask/).")],
     style: Annotated[str, typer.Option(help=f"Rain style: {_choices(STYLE_NAMES)} (light is Rain100L-like, heavy "
                                             "Rain100H-like; diverse and downpour are physical models, downpour "
-                                            "its lit heavy rain; rainmix needs --textures).")] = "light",
+                                            "its lit heavy rain; a+b draws each image from one of the two; rainmix and "
+                                            "rainmix_dense need --textures).")] = "light",
     seed: Annotated[int, typer.Option(help="Seed: the same seed and file name give the same rain.")] = 0,
     textures: Annotated[str | None, typer.Option(
         help="Rain-streak textures (black background) mixed with the procedural streaks: a folder or a data "

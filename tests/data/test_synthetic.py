@@ -390,19 +390,49 @@ def test_photoshop_rain_is_seeded_screened_and_streaked() -> None:
     assert add_rain(clean, style="photoshop", seed=4, scale=2.5)[0].shape == clean.shape
 
 
-def test_the_two_renderer_mixture_draws_from_both() -> None:
-    from derain.data.synthetic import generator
+@pytest.mark.parametrize("mixture", ["diverse+photoshop", "diverse+downpour"])
+def test_the_two_renderer_mixtures_draw_from_both(mixture: str) -> None:
+    from derain.data.synthetic import STYLE_NAMES, generator
+    from derain.train.config import DataConfig
 
+    assert mixture in STYLE_NAMES and DataConfig(style=mixture).style == mixture
     clean = _scene()
     kinds = set()
     for seed in range(12):
-        mixed = add_rain(clean, style="diverse+photoshop", seed=seed)[0]
-        for style in ("diverse", "photoshop"):
+        mixed = add_rain(clean, style=mixture, seed=seed)[0]
+        for style in mixture.split("+"):
             g = generator("rain", seed)
             torch.rand((), generator=g)  # the mixture's own draw, then the chosen renderer's
             if torch.equal(mixed, add_rain(clean, style=style, g=g)[0]):
                 kinds.add(style)
-    assert kinds == {"diverse", "photoshop"}
+    assert kinds == set(mixture.split("+"))
+
+
+def test_dense_rainmix_sums_several_independent_maps() -> None:
+    from derain.data.rainmix import DENSE_MAPS, STRENGTH, rainmix_layer
+    from derain.data.synthetic import STYLE_NAMES, _uniform, generator
+
+    assert "rainmix_dense" in STYLE_NAMES
+    clean, textures = _scene(), _streak_textures()
+    counts, dense_added, single_added = set(), [], []
+    for seed in range(10):
+        a, ma = add_rain(clean, style="rainmix_dense", seed=seed, textures=textures)
+        assert torch.equal(a, add_rain(clean, style="rainmix_dense", seed=seed, textures=textures)[0])
+        assert a.min() >= 0 and a.max() <= 1 and (a - clean).min() >= -1e-6 and set(ma.unique().tolist()) <= {0, 1}
+        # the same draws by hand: a count, then that many maps each with its own strength, summed and clipped
+        g = generator("rain", seed)
+        count = int(torch.randint(DENSE_MAPS[0], DENSE_MAPS[1] + 1, (), generator=g))
+        layer = torch.zeros(clean.shape[-2:])
+        for _ in range(count):
+            layer = layer + rainmix_layer(*clean.shape[-2:], textures, g) * _uniform(g, *STRENGTH)
+        assert torch.allclose(a, (clean + layer.clamp(0, 1)[None]).clamp(0, 1))
+        counts.add(count)
+        dense_added.append(float((a - clean).mean()))
+        single_added.append(float((add_rain(clean, style="rainmix", seed=seed, textures=textures)[0] - clean).mean()))
+    assert counts == set(range(DENSE_MAPS[0], DENSE_MAPS[1] + 1))
+    assert sorted(dense_added)[5] > 1.5 * sorted(single_added)[5]  # the median image carries more rain
+    with pytest.raises(InputError, match="textures"):
+        add_rain(clean, style="rainmix_dense", seed=0)
 
 
 # --- the downpour style: the physical model's heavy rain, lit by one source ---

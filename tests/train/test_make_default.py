@@ -122,3 +122,16 @@ def test_gate_data_of_two_renderers_and_a_kept_gate(tmp_path: Path) -> None:
         assert torch.equal(getattr(shipped, name), getattr(kept, name))
     missing = _run(*halves, "--load-gate-data", tmp_path / "none.pt", "-o", tmp_path / "e.safetensors")
     assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
+    # a new heavy network in an existing pair (stage 17): router and gate kept, the gate not measured (no images)
+    swap = _run("--light", "derain.default:light", "--heavy", "derain.prn_mixed", "--router-from", "derain.default",
+                "--gate-from", "derain.default", "--gate-photos", "0", "-o", tmp_path / "f.safetensors")
+    assert swap.returncode == 0 and "not measured" in swap.stdout, swap.stderr
+    info = json.loads(load_weights(tmp_path / "f.safetensors").metadata["derain.router"])
+    assert info["gate_from"] == "derain.default" and "gate_photos" not in info
+    swapped = load_weights(tmp_path / "f.safetensors").build()
+    for name in ("gate_mean", "gate_scale", "gate_weight", "gate_bias", "router_weight", "router_bias"):
+        assert torch.equal(getattr(shipped, name), getattr(swapped, name))
+    heavy = load_weights("derain.prn_mixed").build()
+    assert all(torch.equal(a, b) for a, b in zip(heavy.state_dict().values(), swapped.heavy.state_dict().values(),
+                                                 strict=True))
+    assert not torch.equal(shipped.heavy.state_dict()["conv0.0.weight"], swapped.heavy.state_dict()["conv0.0.weight"])

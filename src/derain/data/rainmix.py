@@ -15,6 +15,14 @@ A second renderer beside :mod:`derain.data.diverse`, built the way Guo et al. (E
   rendering), is added to the clean image and the result clipped to [0, 1] (additive composition, as RainMix and
   most synthetic sets do).
 
+``rainmix_dense`` (:func:`add_dense_rainmix_rain`) is the same renderer at a higher rain density: ``DENSE_MAPS``
+(two to four, uniformly) independent maps, each with its own texture, chains and strength, summed before the
+clipping. Garg & Nayar render each texture for a given population of drops in the view; rain of a higher rate has
+proportionally more drops in the same volume (Marshall & Palmer's number density grows with the rate), which the
+sum of independent maps models. It is a held-out dense renderer: no network of ours trains on it, and the
+validation suite uses it to check what a heavy-rain network loses outside its training rain (written before any
+network ran on it; nothing here was read off a test set).
+
 It needs the textures: pass them (:func:`derain.data.synthetic.load_textures`).
 """
 
@@ -36,6 +44,7 @@ SHEAR = 0.3
 ROTATE = 30.0
 STRENGTH = (0.5, 1.0)
 TEXEL = (1.0, 2.0)  # image pixels per texture pixel at the training photos' scale
+DENSE_MAPS = (2, 4)  # rainmix_dense: independent maps summed, drawn uniformly from this range (both ends included)
 
 
 def _operation(g: torch.Generator) -> Tensor:
@@ -108,5 +117,17 @@ def add_rainmix_rain(clean: Tensor, g: torch.Generator, textures: Sequence[Tenso
     more than ``mask_threshold``."""
     h, w = clean.shape[-2:]
     streaks = rainmix_layer(h, w, textures, g, scale) * _uniform(g, *STRENGTH)
+    rainy = (clean.float() + streaks[None]).clamp(0, 1)
+    return rainy, (streaks > mask_threshold).float()[None]
+
+
+def add_dense_rainmix_rain(clean: Tensor, g: torch.Generator, textures: Sequence[Tensor], *,
+                           mask_threshold: float = 0.05, scale: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Dense RainMix rain on a clean ``(3, H, W)`` image in [0, 1]: the sum of ``DENSE_MAPS`` independent maps,
+    added and clipped; ``(rainy, mask)`` as :func:`add_rainmix_rain`."""
+    h, w = clean.shape[-2:]
+    count = int(torch.randint(DENSE_MAPS[0], DENSE_MAPS[1] + 1, (), generator=g))
+    streaks = sum((rainmix_layer(h, w, textures, g, scale) * _uniform(g, *STRENGTH) for _ in range(count)),
+                  torch.zeros(h, w)).clamp(0, 1)
     rainy = (clean.float() + streaks[None]).clamp(0, 1)
     return rainy, (streaks > mask_threshold).float()[None]

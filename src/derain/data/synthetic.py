@@ -21,7 +21,11 @@ levels, Screen blend) with the tutorials' settings; ``diverse+photoshop`` draws 
 or ``photoshop``, half and half (training on more than one renderer).
 
 ``downpour`` (:func:`derain.data.diverse.add_downpour_rain`) is ``diverse``'s physical model at heavy rain lit by
-one source (backlit, or a lamp or flash near the camera): dense, bright, wide streaks.
+one source (backlit, or a lamp or flash near the camera): dense, bright, wide streaks. ``diverse+downpour`` draws
+each image's rain from ``diverse`` or ``downpour``, half and half (a heavy-rain network that keeps the whole range).
+
+``rainmix_dense`` (:func:`derain.data.rainmix.add_dense_rainmix_rain`) superposes two to four independent
+``rainmix`` maps: a dense rain from a renderer no network of ours trains on, for validation.
 
 A streak layer is procedural (sparse random drops, a slight Gaussian widening, a motion-blur line kernel at the
 layer's angle, a gain) or, when streak textures are given (the Garg & Nayar database in
@@ -48,7 +52,8 @@ from torch import Tensor
 from derain.errors import InputError
 from derain.io import list_images, read_image, write_image
 
-Style = Literal["light", "heavy", "mixed", "diverse", "rainmix", "photoshop", "diverse+photoshop", "downpour"]
+Style = Literal["light", "heavy", "mixed", "diverse", "rainmix", "photoshop", "diverse+photoshop", "downpour",
+                "diverse+downpour", "rainmix_dense"]
 STYLE_NAMES: tuple[str, ...] = get_args(Style)
 
 
@@ -252,8 +257,9 @@ def add_rain(clean: Tensor, *, style: str | RainStyle = "light", seed: int | Non
         g = generator("rain", 0 if seed is None else seed)
     if not scale >= 1:
         raise InputError(f"add_rain: scale must be at least 1, got {scale!r}")
-    if style == "diverse+photoshop":  # two renderers: each image's rain from one of them, half and half
-        style = "diverse" if float(torch.rand((), generator=g)) < 0.5 else "photoshop"
+    if style in ("diverse+photoshop", "diverse+downpour"):  # each image's rain from one of two, half and half
+        first, second = style.split("+")
+        style = first if float(torch.rand((), generator=g)) < 0.5 else second
     if style == "photoshop":
         from derain.data.photoshop import add_photoshop_rain
 
@@ -273,6 +279,11 @@ def add_rain(clean: Tensor, *, style: str | RainStyle = "light", seed: int | Non
         from derain.data.rainmix import add_rainmix_rain
 
         rainy, mask = add_rainmix_rain(clean, g, textures, mask_threshold=mask_threshold, scale=scale)
+        return rainy.to(clean.dtype), mask
+    if style == "rainmix_dense":
+        from derain.data.rainmix import add_dense_rainmix_rain
+
+        rainy, mask = add_dense_rainmix_rain(clean, g, textures, mask_threshold=mask_threshold, scale=scale)
         return rainy.to(clean.dtype), mask
     chosen = get_style(style, g)
     h, w = clean.shape[-2:]
