@@ -96,18 +96,22 @@ def better_features(count: int, light: torch.nn.Module, heavy: torch.nn.Module,
     return torch.stack(feats), torch.tensor(labels)
 
 
-def gate_features_of(count: int, pair: torch.nn.Module, styles: tuple[str, ...] = ("diverse",)
+def gate_features_of(count: int, pair: torch.nn.Module, styles: tuple[str, ...] = ("diverse",),
+                     heavy_rain_free: bool = False
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, ...]], torch.Tensor]:
     """Features for the gate: training photos (after the 8 validation photos) each rain-free and with rain of each
     of ``styles`` (diverse by default), through the pair (router on, gate off), labelled 1 where its output (8-bit)
     is closer to the clean photo than the input (PSNR on Y; a rain-free photo is always labelled 0: any change
     harms it), the terms of each image's error as a function of the share removed
     (:func:`derain.train.gate.share_terms`), the images themselves ``(x, out, clean)``, each (3, H, W) float16, for
-    a local gate, and which images are rain-free."""
+    a local gate, and which images are rain-free. ``heavy_rain_free``: each rain-free photo a second time through
+    the heavy network whatever the router says (what the gate sees when a router sends a clean photo there, as it
+    may on photos it was not fitted on), labelled 0 like every rain-free image."""
     from derain.archs.prenet import gate_features
     from derain.metrics import psnr
 
     restorer = derain.Restorer(pair, name="pair", device="cpu")
+    heavy = derain.Restorer(pair.heavy, name="heavy", device="cpu")  # the pair with every image routed to it
     files, textures = training_photos(count)
     feats, labels, terms, images, rain_free = [], [], [], [], []
     with torch.no_grad():
@@ -115,9 +119,10 @@ def gate_features_of(count: int, pair: torch.nn.Module, styles: tuple[str, ...] 
             clean = read_image(path).image
             rainy = [add_rain(clean[0], style=style, g=rain_generator("gate", k, style), textures=textures)[0][None]
                      for style in styles]
-            for x in (clean, *rainy):
+            runs = [(x, restorer) for x in (clean, *rainy)] + ([(clean, heavy)] if heavy_rain_free else [])
+            for x, run in runs:
                 rain_free.append(x is clean)
-                out = restorer(x, scale=1)
+                out = run(x, scale=1, strength=1)  # the network's whole output: the gate is what is being fitted
                 gain = (psnr((out * 255).round() / 255, clean, data_range=1.0, y_channel=True)
                         - psnr(x, clean, data_range=1.0, y_channel=True))
                 feats.append(gate_features(x, out)[0])
@@ -197,6 +202,9 @@ def main() -> None:
     parser.add_argument("--gate-from", metavar="PAIR",
                         help="keep this prn_pair's image-level gate instead of fitting one (its gate data is "
                              "still computed when a local gate is trained)")
+    parser.add_argument("--gate-heavy-rain-free", action="store_true",
+                        help="the gate's rain-free photos also go through the heavy network, router bypassed (a "
+                             "router may send a clean photo there): the gate learns to leave that output alone")
     parser.add_argument("--local-gate-steps", type=int, default=0, metavar="N",
                         help="also train a local gate (a per-pixel share; LocalGate) for N steps on the gate's "
                              "images; 0 (default): none")
@@ -223,6 +231,9 @@ def main() -> None:
         parser.error(f"--save-gate-data {args.save_gate_data}: the file exists; remove it or name another")
     if args.load_gate_data and not args.load_gate_data.is_file():
         parser.error(f"--load-gate-data {args.load_gate_data}: no such file; write one with --save-gate-data")
+    if args.gate_heavy_rain_free and args.load_gate_data:
+        parser.error("--gate-heavy-rain-free sets which images the gate data has; it cannot change data read with "
+                     "--load-gate-data: drop one of them")
     if args.local_gate_steps < 0:
         parser.error(f"--local-gate-steps {args.local_gate_steps}: give 0 (no local gate) or a number of steps")
     if args.local_gate_steps and not args.gate_photos:
@@ -274,7 +285,8 @@ def main() -> None:
             rain_free = data.get("rain_free", torch.arange(len(gy)) % 2 == 0)
             print(f"gate data read from {args.load_gate_data}")
         else:
-            gx, gy, terms, images, rain_free = gate_features_of(args.gate_photos, pair, tuple(args.gate_styles))
+            gx, gy, terms, images, rain_free = gate_features_of(args.gate_photos, pair, tuple(args.gate_styles),
+                                                                args.gate_heavy_rain_free)
         if args.save_gate_data:
             torch.save({"features": gx, "labels": gy, "terms": terms, "images": images, "rain_free": rain_free},
                        args.save_gate_data)
@@ -289,6 +301,7 @@ def main() -> None:
         none, every = gated_psnr(terms, torch.zeros_like(p)), gated_psnr(terms, torch.ones_like(p))
         gated = gated_psnr(terms, p)
         gate_info |= {"gate_photos": args.gate_photos, "gate_styles": list(args.gate_styles),
+                      **({"gate_heavy_rain_free": True} if args.gate_heavy_rain_free else {}),
                      "gate_fit": args.gate_fit, "gate_helped": int(gy.sum()),
                      "gate_accuracy": round(float(((p > 0.5).float() == gy).float().mean()), 4)}
         how = f"kept from {args.gate_from}, measured" if args.gate_from else f"({args.gate_fit}) fitted"
