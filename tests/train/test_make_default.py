@@ -122,6 +122,19 @@ def test_gate_data_of_two_renderers_and_a_kept_gate(tmp_path: Path) -> None:
         assert torch.equal(getattr(shipped, name), getattr(kept, name))
     missing = _run(*halves, "--load-gate-data", tmp_path / "none.pt", "-o", tmp_path / "e.safetensors")
     assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
+    # stage 18: each rain-free photo also through the heavy network, router bypassed, labelled 0
+    forced = _run(*halves, "--router-from", "derain.default", "--gate-photos", "1", "--gate-styles", "diverse",
+                  "--gate-heavy-rain-free", "--save-gate-data", tmp_path / "forced.pt",
+                  "-o", tmp_path / "g.safetensors")
+    assert forced.returncode == 0, forced.stderr
+    data = torch.load(tmp_path / "forced.pt")
+    assert data["rain_free"].tolist() == [True, False, True] and data["labels"][[0, 2]].tolist() == [0.0, 0.0]
+    (x0, routed, _), (x2, through_heavy, _) = data["images"][0], data["images"][2]
+    assert torch.equal(x0, x2) and not torch.equal(routed, through_heavy)  # the router sends it to the light one
+    assert json.loads(load_weights(tmp_path / "g.safetensors").metadata["derain.router"])["gate_heavy_rain_free"]
+    clash = _run(*halves, "--gate-heavy-rain-free", "--load-gate-data", tmp_path / "forced.pt", "-o",
+                 tmp_path / "h.safetensors")
+    assert clash.returncode == 2 and "--load-gate-data" in clash.stderr and "Traceback" not in clash.stderr
     # a new heavy network in an existing pair (stage 17): router and gate kept, the gate not measured (no images)
     swap = _run("--light", "derain.default:light", "--heavy", "derain.prn_mixed", "--router-from", "derain.default",
                 "--gate-from", "derain.default", "--gate-photos", "0", "-o", tmp_path / "f.safetensors")
