@@ -32,11 +32,11 @@ judged by what that network does to it rather than passing because these 8 photo
 from __future__ import annotations
 
 import argparse
-import contextlib
+import functools
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import torch
 
@@ -52,19 +52,14 @@ CHOOSING = ("diverse", "rainmix", "downpour")  # the renderers choices are made 
 GUARDS = ("rainmix_dense",)  # shown beside them by default, outside the mean: dense rain no network trains on
 
 
-@contextlib.contextmanager
-def heavy_forced(restorer: derain.Restorer) -> Iterator[bool]:
-    """The restorer with its pair's router bypassed, every image sent to the heavy network; yields False (nothing
-    forced) for a model without a router."""
-    model = restorer.model
-    if getattr(model, "route", None) is None:
-        yield False
-        return
-    model.route = lambda x: torch.ones(x.shape[0], dtype=torch.bool, device=x.device)  # an instance attribute
-    try:
-        yield True
-    finally:
-        del model.route  # the class's router again
+def heavy_forced(restorer: derain.Restorer) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """For a light/heavy pair (a model with a router): the pair's output as if its router had sent every image to
+    the heavy network (that network's whole output, then the pair's gate: ``restorer.finish``); None otherwise."""
+    heavy = getattr(restorer.model, "heavy", None)
+    if getattr(restorer.model, "route", None) is None or heavy is None:
+        return None
+    alone = derain.Restorer(heavy, name=f"{restorer.name}:heavy", device=restorer.device)
+    return lambda x: restorer.finish(x, alone(x, scale=1, strength=1))
 
 
 def score(out: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
@@ -84,10 +79,10 @@ def suite(photos: int, seeds: int, styles: list[str]) -> tuple[dict[str, list[tu
     return rainy, clean
 
 
-def rain_free(restorer: derain.Restorer, clean: list[torch.Tensor]) -> str:
-    """The rain-free cell: each clean photo through the restorer, scored against itself (pooled; share left
-    identical; the minimum)."""
-    free = [score(restorer(c[None], scale=1), c[None])[0] for c in clean]
+def rain_free(run: Callable[[torch.Tensor], torch.Tensor], clean: list[torch.Tensor]) -> str:
+    """The rain-free cell: each clean photo through ``run``, scored against itself (pooled; share left identical;
+    the minimum)."""
+    free = [score(run(c[None]), c[None])[0] for c in clean]
     unchanged = sum(math.isinf(p) for p in free) / len(free)
     return f"{rain_free_cell(pooled(free), unchanged)} (min {min(free):.2f})"
 
@@ -152,9 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             cells.append(f"{sum(ps) / n:.2f} / {sum(ss) / n:.4f}, {(sum(ps) - sum(base[style])) / n:+.2f}, "
                          f"{100 * worse:.0f}% worse, bias {'/'.join(f'{float(b):+.3f}' for b in bias / n)}")
         cells.append(f"{sum(gains[s] for s in choosing) / len(choosing):+.3f}" if choosing else "")
-        cells.append(rain_free(restorer, clean))
-        with heavy_forced(restorer) as forced:
-            cells.append(rain_free(restorer, clean) if forced else "")
+        cells.append(rain_free(functools.partial(restorer, scale=1), clean))
+        forced = heavy_forced(restorer)
+        cells.append(rain_free(forced, clean) if forced else "")
         print(f"| {name} | {' | '.join(cells)} | {time.perf_counter() - t0:.0f} |", flush=True)
     if len(per_photo) > 1:
         seeds = f"{args.seeds} seed{'s' if args.seeds > 1 else ''}"
