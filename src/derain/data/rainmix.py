@@ -116,9 +116,7 @@ def add_rainmix_rain(clean: Tensor, g: torch.Generator, textures: Sequence[Tenso
     """RainMix rain on a clean ``(3, H, W)`` image in [0, 1]: ``(rainy, mask)``, the mask 1 where the streaks add
     more than ``mask_threshold``."""
     h, w = clean.shape[-2:]
-    streaks = rainmix_layer(h, w, textures, g, scale) * _uniform(g, *STRENGTH)
-    rainy = (clean.float() + streaks[None]).clamp(0, 1)
-    return rainy, (streaks > mask_threshold).float()[None]
+    return _added(clean, rainmix_layer(h, w, textures, g, scale) * _uniform(g, *STRENGTH), mask_threshold)
 
 
 def add_dense_rainmix_rain(clean: Tensor, g: torch.Generator, textures: Sequence[Tensor], *,
@@ -128,6 +126,10 @@ def add_dense_rainmix_rain(clean: Tensor, g: torch.Generator, textures: Sequence
     h, w = clean.shape[-2:]
     count = int(torch.randint(DENSE_MAPS[0], DENSE_MAPS[1] + 1, (), generator=g))
     streaks = sum((rainmix_layer(h, w, textures, g, scale) * _uniform(g, *STRENGTH) for _ in range(count)),
-                  torch.zeros(h, w)).clamp(0, 1)
-    rainy = (clean.float() + streaks[None]).clamp(0, 1)
-    return rainy, (streaks > mask_threshold).float()[None]
+                  torch.zeros(h, w))
+    return _added(clean, streaks.clamp(0, 1), mask_threshold)
+
+
+def _added(clean: Tensor, streaks: Tensor, mask_threshold: float) -> tuple[Tensor, Tensor]:
+    """``streaks`` (H, W) added to ``clean`` and clipped, and the mask where they add more than the threshold."""
+    return (clean.float() + streaks[None]).clamp(0, 1), (streaks > mask_threshold).float()[None]
