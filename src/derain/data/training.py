@@ -22,6 +22,7 @@ from derain.data.sets import resolve_images
 from derain.data.synthetic import add_rain, check_style, derive_seed, generator, load_textures, synthesize_folder
 from derain.errors import DataError
 from derain.io import list_images, read_image
+from derain.metrics import rgb_to_y
 
 Sample = tuple[Tensor, Tensor, Tensor]  # rainy (3, h, w), clean (3, h, w), rain mask (1, h, w)
 Key = tuple[int, int]  # (dataset index, global draw number)
@@ -97,6 +98,27 @@ def _augment(g: torch.Generator, images: Sequence[Tensor], size: int, flips: boo
     return [x.contiguous() for x in out]
 
 
+def veil_score(x: Tensor) -> float:
+    """How much a crop (3, H, W) looks like the veil of heavy rain: its mean luminance less its standard deviation
+    (bright and flat scores high). A network that removes a veil darkens such a scene when it has no rain."""
+    y = rgb_to_y(x[None])[0]
+    return float(y.mean() - y.std())
+
+
+def _veiled_crop(g: torch.Generator, image: Tensor, first: Tensor, size: int, picks: int) -> Tensor:
+    """Of ``first`` and ``picks - 1`` more random crops of ``image``, the one with the highest :func:`veil_score`."""
+    full = _fit(image, size)
+    h, w = full.shape[-2:]
+    best, score = first, veil_score(first)
+    for _ in range(picks - 1):
+        top, left = _crop_box(g, h, w, size)
+        crop = full[..., top:top + size, left:left + size].contiguous()
+        s = veil_score(crop)
+        if s > score:
+            best, score = crop, s
+    return best
+
+
 def _split_key(key: int | Key) -> Key:
     return (key, key) if isinstance(key, int) else (int(key[0]), int(key[1]))
 
@@ -106,18 +128,24 @@ class SyntheticRain(Dataset[Sample]):
 
     clean_share: the share of samples left without rain (input = target, empty mask), so that a model learns to
     leave a rain-free image as it is ("do no harm"); 0 (default) draws exactly the rain it always did.
+    clean_picks: a rain-free sample is the most veil-like (:func:`veil_score`: bright and flat) of this many random
+    crops of its photo, the crop a network that removes heavy rain's veil is most likely to darken; 1 (default)
+    keeps the first crop, exactly as before.
     """
 
     def __init__(self, files: Sequence[str | Path], *, style: str = "light", crop: int = 64, flips: bool = True,
-                 seed: int = 0, textures: Sequence[Tensor] = (), clean_share: float = 0.0) -> None:
+                 seed: int = 0, textures: Sequence[Tensor] = (), clean_share: float = 0.0,
+                 clean_picks: int = 1) -> None:
         if not files:
             raise DataError("no clean images given")
         if not 0.0 <= clean_share < 1.0:
             raise DataError(f"clean_share must be at least 0 and below 1, got {clean_share!r}")
+        if clean_picks < 1:
+            raise DataError(f"clean_picks must be at least 1, got {clean_picks!r}")
         self.files = [Path(f) for f in files]
         self.style, self.crop, self.flips, self.seed = style, crop, flips, seed
         self.textures = list(textures)
-        self.clean_share = clean_share
+        self.clean_share, self.clean_picks = clean_share, clean_picks
 
     def __len__(self) -> int:
         return len(self.files)
@@ -125,8 +153,11 @@ class SyntheticRain(Dataset[Sample]):
     def __getitem__(self, key: int | Key) -> Sample:
         index, draw = _split_key(key)
         g = generator("synthetic", self.seed, draw)
-        (clean,) = _augment(g, [read_image(self.files[index]).image[0]], self.crop, self.flips)
+        image = read_image(self.files[index]).image[0]
+        (clean,) = _augment(g, [image], self.crop, self.flips)
         if self.clean_share and float(torch.rand((), generator=g)) < self.clean_share:
+            if self.clean_picks > 1:
+                clean = _veiled_crop(g, image, clean, self.crop, self.clean_picks)
             return clean, clean.clone(), torch.zeros_like(clean[:1])
         rainy, mask = add_rain(clean, style=self.style, g=g, textures=self.textures)
         return rainy, clean, mask

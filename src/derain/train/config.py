@@ -44,6 +44,7 @@ class DataConfig:
     batch: int = 12
     workers: int = 2
     clean_share: float = 0.0    # synthetic: share of training crops left rain-free (target = input: "do no harm")
+    clean_picks: int = 1        # synthetic: a rain-free crop is the brightest, flattest of this many (1: any crop)
     val_count: int = 8          # synthetic: the first N clean images are held out for validation
     val_size: int = 128
 
@@ -166,6 +167,8 @@ def _validate(cfg: Config) -> Config:
         raise InputError("data.workers and data.val_count must be >= 0")
     if not 0.0 <= cfg.data.clean_share < 1.0:
         raise InputError(f"data.clean_share must be at least 0 and below 1, got {cfg.data.clean_share}")
+    if cfg.data.clean_picks < 1:
+        raise InputError(f"data.clean_picks must be at least 1 (1: any crop), got {cfg.data.clean_picks}")
     if not cfg.optim.lr > 0:
         raise InputError(f"optim.lr must be positive, got {cfg.optim.lr}")
     if any(not 0 < m < 1 for m in cfg.schedule.milestones):

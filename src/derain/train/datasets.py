@@ -29,7 +29,8 @@ def build_datasets(cfg: Config, seed: int) -> tuple[Dataset, list[tuple[Tensor, 
         val = synthetic_validation(files[:d.val_count], style=d.style, size=d.val_size, seed=seed,
                                    textures=textures)
         train = SyntheticRain(files[d.val_count:], style=d.style, crop=d.crop, flips=d.flips, seed=seed,
-                              textures=textures, clean_share=d.clean_share)
+                              textures=textures, clean_share=d.clean_share,
+                              clean_picks=d.clean_picks)
         return train, val
     pairs = PairedFolder(resolve_path(d.root), layout=d.layout)
     held = min(d.val_count, len(pairs) - 1)
