@@ -22,7 +22,6 @@ from derain.data.sets import resolve_images
 from derain.data.synthetic import add_rain, check_style, derive_seed, generator, load_textures, synthesize_folder
 from derain.errors import DataError
 from derain.io import list_images, read_image
-from derain.metrics import rgb_to_y
 
 Sample = tuple[Tensor, Tensor, Tensor]  # rainy (3, h, w), clean (3, h, w), rain mask (1, h, w)
 Key = tuple[int, int]  # (dataset index, global draw number)
@@ -99,10 +98,12 @@ def _augment(g: torch.Generator, images: Sequence[Tensor], size: int, flips: boo
 
 
 def veil_score(x: Tensor) -> float:
-    """How much a crop (3, H, W) looks like the veil of heavy rain: its mean luminance less its standard deviation
-    (bright and flat scores high). A network that removes a veil darkens such a scene when it has no rain."""
-    y = rgb_to_y(x[None])[0]
-    return float(y.mean() - y.std())
+    """How much a crop (3, H, W) looks veiled to a network trained on our heavy rain: the mean of its dark channel
+    (each pixel's darkest colour channel). Bright, colourless regions score high, as in haze (He et al.'s dark
+    channel prior) and in :func:`derain.data.diverse.depth_proxy`, which veils them most; a network that learned
+    to remove that veil darkens such a scene (grey stone, overcast sky) when it has no rain. (Stage 20 of
+    docs/training.md used the mean luminance less its standard deviation instead, commit 18ab821.)"""
+    return float(x.amin(0).mean())
 
 
 def _veiled_crop(g: torch.Generator, image: Tensor, first: Tensor, size: int, picks: int) -> Tensor:
@@ -128,9 +129,9 @@ class SyntheticRain(Dataset[Sample]):
 
     clean_share: the share of samples left without rain (input = target, empty mask), so that a model learns to
     leave a rain-free image as it is ("do no harm"); 0 (default) draws exactly the rain it always did.
-    clean_picks: a rain-free sample is the most veil-like (:func:`veil_score`: bright and flat) of this many random
-    crops of its photo, the crop a network that removes heavy rain's veil is most likely to darken; 1 (default)
-    keeps the first crop, exactly as before.
+    clean_picks: a rain-free sample is the most veil-like (:func:`veil_score`: bright and colourless) of this many
+    random crops of its photo, the crop a network that removes heavy rain's veil is most likely to darken; 1
+    (default) keeps the first crop, exactly as before.
     """
 
     def __init__(self, files: Sequence[str | Path], *, style: str = "light", crop: int = 64, flips: bool = True,

@@ -44,7 +44,7 @@ class DataConfig:
     batch: int = 12
     workers: int = 2
     clean_share: float = 0.0    # synthetic: share of training crops left rain-free (target = input: "do no harm")
-    clean_picks: int = 1        # synthetic: a rain-free crop is the brightest, flattest of this many (1: any crop)
+    clean_picks: int = 1        # synthetic: a rain-free crop is the most veil-like of this many (1: any crop)
     val_count: int = 8          # synthetic: the first N clean images are held out for validation
     val_size: int = 128
 
