@@ -115,7 +115,7 @@ def _ours(name: str, model: str, sha: str, config: str, data: str,
 
 
 _RECORDS: tuple[WeightRecord, ...] = (
-    _ours("derain.default", "prn_pair", "818dad69b8ebea7ca3c02f12d8a8f3d033dbf959feed24df8fcbf3d8c1df348c",
+    _ours("derain.default", "prn_pair", "48bab35b10c0bdd468af0cf447c638c4ef78fec714ef839976f06573246b6371",
           "configs/default_light.yaml, then configs/default_light_diverse.yaml (lr 1e-4, 30% rain-free, step 305) + "
           "configs/default_heavy.yaml (+ scripts/train_experiments.py --variant default_heavy_cal2, then "
           "default_heavy_cal2_nohaze, then configs/default_heavy_downpour.yaml, step 900), then "
