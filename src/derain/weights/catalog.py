@@ -118,16 +118,17 @@ _RECORDS: tuple[WeightRecord, ...] = (
     _ours("derain.default", "prn_pair", "48bab35b10c0bdd468af0cf447c638c4ef78fec714ef839976f06573246b6371",
           "configs/default_light.yaml, then configs/default_light_diverse.yaml (lr 1e-4, 30% rain-free, step 305) + "
           "configs/default_heavy.yaml (+ scripts/train_experiments.py --variant default_heavy_cal2, then "
-          "default_heavy_cal2_nohaze, then configs/default_heavy_downpour.yaml, step 900), then "
-          "scripts/make_default.py --labels better --router-styles diverse photoshop downpour, the gate fitted "
-          "with --gate-styles diverse photoshop",
+          "default_heavy_cal2_nohaze, then configs/default_heavy_downpour.yaml, step 900, then the same with "
+          "data.clean_share=0.3 and data.clean_picks=4, step 1,000), then scripts/make_default.py --labels better "
+          "--router-styles diverse photoshop downpour, the gate fitted with --gate-styles diverse photoshop",
           _BSDS + " (light: recalibrated, then diverse rain; heavy: recalibrated, then lit downpours; router: "
           "diverse, photoshop and downpour rain; gate: diverse and photoshop rain)",
-          {"rain100L/matlab-y": (30.3794, 0.9233), "rain100H/matlab-y": (18.3133, 0.6129),
-           "rain100L/matlab-y@every20": (30.844, 0.9383), "rain100H/matlab-y@every20": (18.951, 0.6370)},
+          {"rain100L/matlab-y": (30.5481, 0.9235), "rain100H/matlab-y": (17.9795, 0.6067),
+           "rain100L/matlab-y@every20": (31.690, 0.9396), "rain100H/matlab-y@every20": (18.677, 0.6334)},
           "two PRNs (light and heavy rain) fine-tuned from the first mixed PRN, 2,305 steps for the light one (the "
-          "last 305 on diverse rain with rain-free crops) and 5,900 for the heavy one (the last 900 on lit "
-          "downpours), each image routed by a classifier fitted on three training renderers, and a gate fitted on "
+          "last 305 on diverse rain with rain-free crops) and 6,900 for the heavy one (the last 1,900 on lit "
+          "downpours, the last 1,000 of them with 30% rain-free crops chosen to look veiled), each image routed "
+          "by a classifier fitted on three training renderers, and a gate fitted on "
           "diverse and photoshop rain that removes only the share of the rain layer likely to help (little on a "
           "rain-free photo); see its model card"),
     _ours("derain.prn_mixed", "prn", "cd61b8e2d1b6983b63a4551f1a3c424ec6dcc44e0c7a85147f99b30748b0bca3",
