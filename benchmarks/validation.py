@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             n = len(pairs)
             worse = sum(p < b for p, b in zip(ps, base[style], strict=True)) / n
             gains[style] = (sum(ps) - sum(base[style])) / n
-            cells.append(f"{sum(ps) / n:.2f} / {sum(ss) / n:.4f}, {(sum(ps) - sum(base[style])) / n:+.2f}, "
+            cells.append(f"{sum(ps) / n:.2f} / {sum(ss) / n:.4f}, {(sum(ps) - sum(base[style])) / n:+.3f}, "
                          f"{100 * worse:.0f}% worse, bias {'/'.join(f'{float(b):+.3f}' for b in bias / n)}")
         cells.append(f"{sum(gains[s] for s in choosing) / len(choosing):+.3f}" if choosing else "")
         cells.append(rain_free(functools.partial(restorer, scale=1), clean))
@@ -158,10 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         first = per_photo[args.weights[0]]
         for name in args.weights[1:]:
             print(f"- {name}: {paired(per_photo[name], first)}")
-    print("\nmatlab-y, rounded, scale 1; cells: PSNR / SSIM, gain over the input (dB), share of images worse than "
-          "the input, bias R/G/B; rain-free: PSNR of the output against its clean input (pooled: the PSNR of the "
-          "mean squared error; share left identical; min); heavy forced: the same with a pair's router bypassed, every "
-          "photo through its heavy network.")
+    print("\nmatlab-y, rounded, scale 1; cells: PSNR / SSIM, gain over the input (dB, to three places, as rules "
+          "compare it), share of images worse than the input, bias R/G/B; rain-free: PSNR of the output against its "
+          "clean input (pooled: the PSNR of the mean squared error; share left identical; min); heavy forced: the "
+          "same with a pair's router bypassed, every photo through its heavy network.")
     return 0
 
 

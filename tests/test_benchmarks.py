@@ -49,7 +49,9 @@ def test_validation_uses_held_out_training_photos() -> None:
     # choices are made on the mean gain over the three renderers (rainmix_dense is shown, outside the mean)
     cells = [c.strip() for c in lines[0].strip("| ").split(" | ")]
     gains = [float(re.search(r", ([+-]\d+\.\d+), ", cell).group(1)) for cell in cells[1:4]]
-    assert abs(float(cells[5]) - sum(gains) / 3) < 0.006
+    # to three places, as the rules compare them (a renderer's gain and the mean are both rounded to 0.0005)
+    assert abs(float(cells[5]) - sum(gains) / 3) < 0.0011 and all(
+        re.search(r", [+-]\d+\.\d{3}, ", cell) for cell in cells[1:5])
     assert cells[7] == ""  # a single network has no router to bypass
     # the second weight set is compared photo by photo with the first; its mean is the renderers' difference
     other = next(line for line in out.splitlines() if line.startswith("| derain.default |"))
