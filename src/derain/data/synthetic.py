@@ -23,6 +23,8 @@ or ``photoshop``, half and half (training on more than one renderer).
 ``downpour`` (:func:`derain.data.diverse.add_downpour_rain`) is ``diverse``'s physical model at heavy rain lit by
 one source (backlit, or a lamp or flash near the camera): dense, bright, wide streaks. ``diverse+downpour`` draws
 each image's rain from ``diverse`` or ``downpour``, half and half (a heavy-rain network that keeps the whole range).
+``downpour+photoshop`` draws each image's rain from ``downpour`` or ``photoshop``, half and half (heavy rain from
+two renderers: a veiled, lit downpour, or dense streaks with no veil).
 
 ``rainmix_dense`` (:func:`derain.data.rainmix.add_dense_rainmix_rain`) superposes two to four independent
 ``rainmix`` maps: a dense rain from a renderer no network of ours trains on, for validation.
@@ -53,7 +55,7 @@ from derain.errors import InputError
 from derain.io import list_images, read_image, write_image
 
 Style = Literal["light", "heavy", "mixed", "diverse", "rainmix", "photoshop", "diverse+photoshop", "downpour",
-                "diverse+downpour", "rainmix_dense"]
+                "diverse+downpour", "downpour+photoshop", "rainmix_dense"]
 STYLE_NAMES: tuple[str, ...] = get_args(Style)
 
 
@@ -257,7 +259,7 @@ def add_rain(clean: Tensor, *, style: str | RainStyle = "light", seed: int | Non
         g = generator("rain", 0 if seed is None else seed)
     if not scale >= 1:
         raise InputError(f"add_rain: scale must be at least 1, got {scale!r}")
-    if style in ("diverse+photoshop", "diverse+downpour"):  # each image's rain from one of two, half and half
+    if style in ("diverse+photoshop", "diverse+downpour", "downpour+photoshop"):  # each image's rain from one of two, half and half
         first, second = style.split("+")
         style = first if float(torch.rand((), generator=g)) < 0.5 else second
     if style == "photoshop":

@@ -37,7 +37,7 @@ class DataConfig:
     exclude: str | None = None   # a file of names never trained on (a set used by name leaves out its own list)
     # synthetic rain (train and validation): derain.data.synthetic.Style
     style: Literal["light", "heavy", "mixed", "diverse", "rainmix", "photoshop", "diverse+photoshop",
-                   "downpour", "diverse+downpour", "rainmix_dense"] = "light"
+                   "downpour", "diverse+downpour", "downpour+photoshop", "rainmix_dense"] = "light"
     textures: str | None = "rain_streaks"               # streak textures: a folder or a data set's name
     crop: int = 64
     flips: bool = True
