@@ -259,7 +259,7 @@ def add_rain(clean: Tensor, *, style: str | RainStyle = "light", seed: int | Non
         g = generator("rain", 0 if seed is None else seed)
     if not scale >= 1:
         raise InputError(f"add_rain: scale must be at least 1, got {scale!r}")
-    if style in ("diverse+photoshop", "diverse+downpour", "downpour+photoshop"):  # each image's rain from one of two, half and half
+    if style in ("diverse+photoshop", "diverse+downpour", "downpour+photoshop"):  # one of two, half and half
         first, second = style.split("+")
         style = first if float(torch.rand((), generator=g)) < 0.5 else second
     if style == "photoshop":
