@@ -18,7 +18,9 @@ its probability is the share of the rain layer removed (:meth:`PReNetPair.streng
 ``--gate-fit psnr`` (2026-12-06) refits that classifier, from where it stopped, to what the benchmarks score: the
 share removed that maximises the mean PSNR on Y of the gated outputs of the same images, rain-free and rainy
 (:func:`derain.train.gate.fit_share`). ``--router-from PAIR`` keeps an existing pair's router (the same fit when
-the networks are that pair's) and refits only the gate.
+the networks are that pair's) and refits only the gate. The file's ``derain.router`` metadata records every source
+(``--light``, ``--heavy``, ``--router-from``, ``--gate-from``) by the name given and its file's sha256, since a
+name such as ``derain.default`` means another file after the next release.
 
     python scripts/make_default.py --light ~/derain-runs/long/light/weights.safetensors \\
         --heavy ~/derain-runs/long/heavy/weights.safetensors -o src/derain/assets/weights/derain.default.safetensors
@@ -43,9 +45,16 @@ from derain.data.training import clean_files
 from derain.io import read_image
 from derain.train.gate import ROUNDING_MSE, Logistic, fit_logistic, fit_share, gated_psnr, share_terms
 from derain.train.model import load_network, warm_start
-from derain.weights.store import write_weights
+from derain.weights.store import load_weights, write_weights
 
 RENDERERS = ("diverse", "photoshop", "downpour")  # training renderers the router's and gate's images may use
+
+
+def source_sha256(weights: str) -> str:
+    """The sha256 of the file ``weights`` names (a path or a catalog name; ``NAME:light``/``NAME:heavy`` name the
+    pair's file): what a name meant when a file was built, since a name such as ``derain.default`` changes."""
+    source = weights.rpartition(":")[0] if weights.endswith((":light", ":heavy")) else weights
+    return load_weights(source).sha256
 
 
 def training_photos(count: int) -> tuple[list[Path], list[torch.Tensor]]:
@@ -253,7 +262,7 @@ def main() -> None:
                          "file such as derain.default")
         set_buffers(pair, {name: getattr(source, name)
                            for name in ("router_mean", "router_scale", "router_weight", "router_bias")})
-        router_info = {"router_from": str(args.router_from)}
+        router_info = {"router_from": str(args.router_from), "router_from_sha256": source_sha256(args.router_from)}
         print(f"router kept from {args.router_from}")
     else:
         x, y = (synthetic_features(args.photos) if args.labels == "styles"
@@ -274,7 +283,7 @@ def main() -> None:
                          "such as derain.default")
         set_buffers(pair, Logistic(*(getattr(source, f"gate_{name}").clone()
                                      for name in ("mean", "scale", "weight", "bias"))).buffers("gate"))
-        gate_info["gate_from"] = str(args.gate_from)
+        gate_info |= {"gate_from": str(args.gate_from), "gate_from_sha256": source_sha256(args.gate_from)}
         print(f"image-level gate kept from {args.gate_from}"
               + ("" if args.gate_photos else " (--gate-photos 0: not measured)"))
     if args.gate_photos:
@@ -315,9 +324,11 @@ def main() -> None:
         if args.local_gate_steps:
             gate_info.update(train_local_gate(pair, images, rain_free, args.local_gate_steps, args.local_gate_cap,
                                               args.local_gate_objective))
+    sources = {"light_from": str(args.light), "light_sha256": source_sha256(str(args.light)),
+               "heavy_from": str(args.heavy), "heavy_sha256": source_sha256(str(args.heavy))}
     write_weights(args.output, model="prn_pair", options={"local_gate": True} if pair.local is not None else {},
                   state_dict=pair.state_dict(), name="derain.default",
-                  extra={"router": json.dumps({**router_info, **gate_info})})
+                  extra={"router": json.dumps({**sources, **router_info, **gate_info})})
     print(f"wrote {args.output}")
 
 

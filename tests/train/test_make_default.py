@@ -141,6 +141,10 @@ def test_gate_data_of_two_renderers_and_a_kept_gate(tmp_path: Path) -> None:
     assert swap.returncode == 0 and "not measured" in swap.stdout, swap.stderr
     info = json.loads(load_weights(tmp_path / "f.safetensors").metadata["derain.router"])
     assert info["gate_from"] == "derain.default" and "gate_photos" not in info
+    # what each name meant when the file was built: the files' sha256 (derain.default changes over time)
+    default_sha, mixed_sha = load_weights("derain.default").sha256, load_weights("derain.prn_mixed").sha256
+    assert info["gate_from_sha256"] == info["router_from_sha256"] == info["light_sha256"] == default_sha
+    assert info["heavy_from"] == "derain.prn_mixed" and info["heavy_sha256"] == mixed_sha != default_sha
     swapped = load_weights(tmp_path / "f.safetensors").build()
     for name in ("gate_mean", "gate_scale", "gate_weight", "gate_bias", "router_weight", "router_bias"):
         assert torch.equal(getattr(shipped, name), getattr(swapped, name))
