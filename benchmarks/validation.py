@@ -26,7 +26,15 @@ with a router) the column "rain-free, heavy forced" runs the same rain-free phot
 gate still applies), so a router that sends a clean photo there, as it may on photos the suite does not have, is
 judged by what that network does to it rather than passing because these 8 photos go to the light one.
 
+``--rule stage17`` ends with the verdict of the rule stages 17 to 24 choose by (docs/training.md, "Stage 17"),
+each candidate against the first weight set: a candidate qualifies if (1) its rain-free PSNR is at least 45 dB
+pooled, (2) its "rain-free, heavy forced" is no lower than the first's, (3) its ``rainmix_dense`` gain is no lower
+and (4) its renderers mean is at most 0.10 dB lower; it replaces the first if it also beats it by more than 0.05 dB
+on (2), (3) or the renderers mean, the highest renderers mean among such candidates. The figures are compared
+unrounded. A rule is written down before its candidates are measured; this prints it, it does not choose one.
+
     python benchmarks/validation.py --weights derain.default ~/derain-runs/new/best.safetensors
+    python benchmarks/validation.py --seeds 4 --rule stage17 --weights derain.default ~/derain-runs/cand.safetensors
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -79,12 +88,60 @@ def suite(photos: int, seeds: int, styles: list[str]) -> tuple[dict[str, list[tu
     return rainy, clean
 
 
-def rain_free(run: Callable[[torch.Tensor], torch.Tensor], clean: list[torch.Tensor]) -> str:
-    """The rain-free cell: each clean photo through ``run``, scored against itself (pooled; share left identical;
-    the minimum)."""
+def rain_free(run: Callable[[torch.Tensor], torch.Tensor], clean: list[torch.Tensor]) -> tuple[float, str]:
+    """Each clean photo through ``run``, scored against itself: the pooled PSNR and the cell (pooled; share left
+    identical; the minimum)."""
     free = [score(run(c[None]), c[None])[0] for c in clean]
     unchanged = sum(math.isinf(p) for p in free) / len(free)
-    return f"{rain_free_cell(pooled(free), unchanged)} (min {min(free):.2f})"
+    return pooled(free), f"{rain_free_cell(pooled(free), unchanged)} (min {min(free):.2f})"
+
+
+@dataclass(frozen=True)
+class Row:
+    """What a rule reads of one weight set's row, unrounded: the renderers mean gain, the ``rainmix_dense`` gain, the
+    rain-free PSNR (pooled) and, for a pair, the same with its heavy network forced (None for a single network)."""
+
+    renderers: float
+    dense: float
+    rain_free: float
+    forced: float | None
+
+
+RAIN_FREE_FLOOR = 45.0  # dB pooled: no harm (issue 31)
+RENDERERS_SLACK = 0.10  # dB a candidate's renderers mean may fall below the reference's
+MARGIN = 0.05  # dB by which a candidate must beat the reference on one of (2), (3) or the renderers mean
+
+
+def stage17(reference: Row, candidates: dict[str, Row]) -> list[str]:
+    """Stage 17's rule (docs/training.md), each candidate against ``reference``: one line per candidate naming the
+    conditions it fails or its margins, then the verdict. Forced figures are compared only where both have one."""
+    lines, winners = [], {}
+    for name, row in candidates.items():
+        fails = []
+        if not row.rain_free >= RAIN_FREE_FLOOR:
+            fails.append(f"(1) rain-free {row.rain_free:.2f} < {RAIN_FREE_FLOOR:.0f}")
+        both = row.forced is not None and reference.forced is not None
+        if both and not row.forced >= reference.forced:
+            fails.append(f"(2) heavy forced {row.forced:.2f} < {reference.forced:.2f}")
+        if not row.dense >= reference.dense:
+            fails.append(f"(3) rainmix_dense {row.dense:+.3f} < {reference.dense:+.3f}")
+        if not row.renderers >= reference.renderers - RENDERERS_SLACK:
+            fails.append(f"(4) renderers {row.renderers:+.3f} more than {RENDERERS_SLACK:.2f} dB below "
+                         f"{reference.renderers:+.3f}")
+        margins = [what for what, ahead in (("(2)", both and row.forced - reference.forced > MARGIN),
+                                            ("(3)", row.dense - reference.dense > MARGIN),
+                                            ("renderers", row.renderers - reference.renderers > MARGIN)) if ahead]
+        if fails:
+            lines.append(f"- {name}: does not qualify: {'; '.join(fails)}")
+        elif not margins:
+            lines.append(f"- {name}: qualifies, but beats the reference by more than {MARGIN} dB on none of (2), "
+                         "(3) or the renderers")
+        else:
+            winners[name] = row.renderers
+            lines.append(f"- {name}: qualifies, ahead by more than {MARGIN} dB on {', '.join(margins)}")
+    best = max(winners, key=winners.__getitem__) if winners else None
+    lines.append(f"Verdict: {best} replaces the reference" if best else "Verdict: the reference stays")
+    return lines
 
 
 def paired(a: list[float], b: list[float]) -> str:
@@ -104,9 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--styles", nargs="+", default=[*CHOOSING, *GUARDS],
                         help="renderers (choices use the mean gain over 'diverse', 'rainmix' and 'downpour'; "
                              "'rainmix_dense' is shown beside them)")
+    parser.add_argument("--rule", choices=("stage17",),
+                        help="end with this rule's verdict, each weight set after the first against the first")
     args = parser.parse_args(argv)
     if args.photos < 1 or args.seeds < 1:
         parser.error("--photos and --seeds must be 1 or more")
+    if args.rule and (len(args.weights) < 2 or not {*CHOOSING, *GUARDS} <= set(args.styles)):
+        parser.error(f"--rule {args.rule} compares candidates with the first of --weights on the renderers "
+                     f"{', '.join([*CHOOSING, *GUARDS])}: give two or more weight sets and keep those --styles")
     restorers = {}
     for name in args.weights:  # every name checked before the suite is rendered: a typo costs no minutes
         try:
@@ -126,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     print(f"| rainy input | {' | '.join(f'{sum(b) / len(b):.2f}' for b in base.values())} | | | | |", flush=True)
     per_photo: dict[str, list[float]] = {}  # each photo's mean PSNR over the choosing renderers and seeds
+    rows: dict[str, Row] = {}
     for name, restorer in restorers.items():
         t0 = time.perf_counter()
         cells, gains = [], {}
@@ -146,10 +209,14 @@ def main(argv: list[str] | None = None) -> int:
             gains[style] = (sum(ps) - sum(base[style])) / n
             cells.append(f"{sum(ps) / n:.2f} / {sum(ss) / n:.4f}, {(sum(ps) - sum(base[style])) / n:+.3f}, "
                          f"{100 * worse:.0f}% worse, bias {'/'.join(f'{float(b):+.3f}' for b in bias / n)}")
-        cells.append(f"{sum(gains[s] for s in choosing) / len(choosing):+.3f}" if choosing else "")
-        cells.append(rain_free(functools.partial(restorer, scale=1), clean))
+        renderers = sum(gains[s] for s in choosing) / len(choosing) if choosing else math.nan
+        cells.append(f"{renderers:+.3f}" if choosing else "")
+        free, cell = rain_free(functools.partial(restorer, scale=1), clean)
+        cells.append(cell)
         forced = heavy_forced(restorer)
-        cells.append(rain_free(forced, clean) if forced else "")
+        forced_free, cell = rain_free(forced, clean) if forced else (None, "")
+        cells.append(cell)
+        rows[name] = Row(renderers, gains.get("rainmix_dense", math.nan), free, forced_free)
         print(f"| {name} | {' | '.join(cells)} | {time.perf_counter() - t0:.0f} |", flush=True)
     if len(per_photo) > 1:
         seeds = f"{args.seeds} seed{'s' if args.seeds > 1 else ''}"
@@ -158,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         first = per_photo[args.weights[0]]
         for name in args.weights[1:]:
             print(f"- {name}: {paired(per_photo[name], first)}")
+    if args.rule:
+        print(f"\nRule {args.rule} (docs/training.md), each against {args.weights[0]}, unrounded:")
+        print("\n".join(stage17(rows[args.weights[0]], {n: rows[n] for n in args.weights[1:]})))
     print("\nmatlab-y, rounded, scale 1; cells: PSNR / SSIM, gain over the input (dB, to three places, as rules "
           "compare it), share of images worse than the input, bias R/G/B; rain-free: PSNR of the output against its "
           "clean input (pooled: the PSNR of the mean squared error; share left identical; min); heavy forced: the "

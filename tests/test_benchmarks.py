@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, require_shared
 
 
@@ -41,7 +43,8 @@ def test_generalization_reports_gain_worse_share_suite_and_rain_free(tmp_path: P
 
 def test_validation_uses_held_out_training_photos() -> None:
     require_shared("data", "bsds500")
-    out = _run("validation.py", "--weights", "derain.prn_mixed", "derain.default", "--photos", "2", "--seeds", "1")
+    out = _run("validation.py", "--weights", "derain.prn_mixed", "derain.default", "--photos", "2", "--seeds", "1",
+               "--rule", "stage17")
     lines = [line for line in out.splitlines() if line.startswith("| derain.prn_mixed |")]
     assert len(lines) == 1 and "% worse" in lines[0] and "(min " in lines[0]
     assert ("| diverse (2) | rainmix (2) | downpour (2) | rainmix_dense (2) | renderers (diverse+rainmix+downpour) "
@@ -63,9 +66,55 @@ def test_validation_uses_held_out_training_photos() -> None:
                        r"(\d) of 2 better", out)
     assert paired, out
     assert abs(float(paired.group(1)) - renderers) < 0.002 and float(paired.group(2)) >= 0
+    # the rule's verdict, from the same unrounded figures as the table (the reference is a single network: the
+    # heavy-forced condition is not compared)
+    verdict = out[out.index("Rule stage17"):]
+    line = next(x for x in verdict.splitlines() if x.startswith("- derain.default: "))
+    assert "(2)" not in line.split("ahead")[0] and "Verdict: " in verdict
+    dense = float(theirs[4].split(", ")[1]) - float(cells[4].split(", ")[1])
+    if dense < -0.0005 or renderers < -0.1005:
+        assert "does not qualify" in line and "Verdict: the reference stays" in verdict
     bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "validation.py"), "--weights", "derain.default",
                           "no.such_weights"], capture_output=True, text=True, check=False, timeout=600)
     assert bad.returncode == 2 and "no.such_weights" in bad.stderr and "Traceback" not in bad.stderr
+    alone = subprocess.run([sys.executable, str(REPO / "benchmarks" / "validation.py"), "--weights", "derain.default",
+                            "--rule", "stage17"], capture_output=True, text=True, check=False, timeout=600)
+    assert alone.returncode == 2 and "two or more weight sets" in alone.stderr and "Traceback" not in alone.stderr
+
+
+def test_stage17_rule_names_each_failed_condition_and_the_winner(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("validation", REPO / "benchmarks" / "validation.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # it imports its sibling generalization.py
+    monkeypatch.setitem(sys.modules, "validation", module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    row, rule = module.Row, module.stage17
+    ref = row(renderers=4.052, dense=3.005, rain_free=45.10, forced=32.64)
+    lines = rule(ref, {
+        "harmful": row(4.5, 3.5, 44.99, 40.0),          # (1) only
+        "forced": row(4.2, 3.1, 46.0, 32.63),           # (2) only, by 0.01
+        "dense": row(4.2, 3.0049, 46.0, 33.0),          # (3) only, unrounded: +3.005 printed, still lower
+        "slack": row(3.951, 3.1, 46.0, 33.0),           # (4): 0.101 below
+        "tied": row(4.052, 3.005, 45.10, 32.64),        # qualifies, no margin
+        "small": row(4.1, 3.04, 45.5, 32.68),           # qualifies, every margin at most 0.05
+        "ahead": row(4.06, 3.006, 45.10, 35.0),         # qualifies, ahead on (2)
+        "best": row(4.11, 3.2, 45.10, 32.64),           # qualifies, ahead on (3) and the renderers
+    })
+    by = {line.split(":")[0][2:]: line for line in lines[:-1]}
+    assert "(1)" in by["harmful"] and "(2)" not in by["harmful"] and "does not qualify" in by["harmful"]
+    assert "(2) heavy forced 32.63 < 32.64" in by["forced"] and "(3)" not in by["forced"]
+    assert "(3)" in by["dense"] and "does not qualify" in by["dense"]
+    assert "(4)" in by["slack"] and "(3)" not in by["slack"]
+    assert "on none of" in by["tied"] and "on none of" in by["small"]
+    assert "ahead by more than 0.05 dB on (2)" in by["ahead"]
+    assert "(3), renderers" in by["best"]
+    assert lines[-1] == "Verdict: best replaces the reference"  # the highest renderers mean among those ahead
+    assert rule(ref, {"tied": row(4.052, 3.005, 45.10, 32.64)})[-1] == "Verdict: the reference stays"
+    # a single network has no heavy-forced figure: (2) is neither a failure nor a margin
+    single = rule(ref, {"one": row(4.2, 3.1, 46.0, None)})
+    assert "(2)" not in single[0] and "ahead by more than 0.05 dB on (3), renderers" in single[0]
 
 
 def test_rain_free_is_pooled_so_unchanged_images_do_not_make_it_infinite() -> None:
