@@ -44,7 +44,7 @@ from derain.data.synthetic import add_rain, generator, load_textures
 from derain.data.training import clean_files
 from derain.io import read_image
 from derain.train.gate import ROUNDING_MSE, Logistic, fit_logistic, fit_share, gated_psnr, share_terms
-from derain.train.model import load_network, warm_start
+from derain.train.model import load_network, split_part, warm_start
 from derain.weights.store import load_weights, write_weights
 
 RENDERERS = ("diverse", "photoshop", "downpour")  # training renderers the router's and gate's images may use
@@ -53,8 +53,7 @@ RENDERERS = ("diverse", "photoshop", "downpour")  # training renderers the route
 def source_sha256(weights: str) -> str:
     """The sha256 of the file ``weights`` names (a path or a catalog name; ``NAME:light``/``NAME:heavy`` name the
     pair's file): what a name meant when a file was built, since a name such as ``derain.default`` changes."""
-    source = weights.rpartition(":")[0] if weights.endswith((":light", ":heavy")) else weights
-    return load_weights(source).sha256
+    return load_weights(split_part(weights)[0]).sha256
 
 
 def training_photos(count: int) -> tuple[list[Path], list[torch.Tensor]]:

@@ -26,11 +26,18 @@ def init_weights(model: nn.Module, kind: str) -> None:
                 nn.init.zeros_(m.bias)
 
 
+def split_part(weights: str) -> tuple[str, str]:
+    """``(catalog name or file, network)`` of ``weights``: ``NAME:light`` / ``NAME:heavy`` name one network of a
+    pair's file; otherwise the network is ``""``, the whole file."""
+    source, _, part = weights.rpartition(":") if weights.endswith((":light", ":heavy")) else (weights, "", "")
+    return source, part
+
+
 def load_network(weights: str) -> tuple[str, dict[str, Any], nn.Module]:
     """``(architecture name, its options, built network)`` of ``weights``: a catalog name or a file;
     ``NAME:light`` / ``NAME:heavy`` for one network of a pair such as derain.default (a ``prn``, built with the
     pair's options)."""
-    source, _, part = weights.rpartition(":") if weights.endswith((":light", ":heavy")) else (weights, "", "")
+    source, part = split_part(weights)
     loaded = load_weights(source)
     built, kind = loaded.build(), loaded.model
     if part:
