@@ -57,6 +57,7 @@ from derain.io import list_images, read_image, write_image
 Style = Literal["light", "heavy", "mixed", "diverse", "rainmix", "photoshop", "diverse+photoshop", "downpour",
                 "diverse+downpour", "downpour+photoshop", "rainmix_dense"]
 STYLE_NAMES: tuple[str, ...] = get_args(Style)
+MIXTURES: tuple[str, ...] = tuple(name for name in STYLE_NAMES if "+" in name)  # each image's rain from one of two
 
 
 @dataclass(frozen=True)
@@ -259,7 +260,7 @@ def add_rain(clean: Tensor, *, style: str | RainStyle = "light", seed: int | Non
         g = generator("rain", 0 if seed is None else seed)
     if not scale >= 1:
         raise InputError(f"add_rain: scale must be at least 1, got {scale!r}")
-    if style in ("diverse+photoshop", "diverse+downpour", "downpour+photoshop"):  # one of two, half and half
+    if style in MIXTURES:  # each image's rain from one of the two, half and half
         first, second = style.split("+")
         style = first if float(torch.rand((), generator=g)) < 0.5 else second
     if style == "photoshop":

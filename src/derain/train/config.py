@@ -18,6 +18,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from derain.data.synthetic import Style
 from derain.errors import InputError
 
 
@@ -36,8 +37,7 @@ class DataConfig:
     layout: str = "auto"                                 # paired: a derain.data.LAYOUTS name
     exclude: str | None = None   # a file of names never trained on (a set used by name leaves out its own list)
     # synthetic rain (train and validation): derain.data.synthetic.Style
-    style: Literal["light", "heavy", "mixed", "diverse", "rainmix", "photoshop", "diverse+photoshop",
-                   "downpour", "diverse+downpour", "downpour+photoshop", "rainmix_dense"] = "light"
+    style: Style = "light"
     textures: str | None = "rain_streaks"               # streak textures: a folder or a data set's name
     crop: int = 64
     flips: bool = True
