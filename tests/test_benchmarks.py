@@ -3,15 +3,28 @@ renderers, the suite score, the rain-free check) and validation (held-out traini
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from tests.conftest import REPO, require_shared
+
+
+def _benchmark(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """``benchmarks/NAME.py`` imported as a module for the test's duration."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # a benchmark imports its siblings
+    monkeypatch.setitem(sys.modules, name, module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def _run(script: str, *args: str) -> str:
@@ -83,13 +96,7 @@ def test_validation_uses_held_out_training_photos() -> None:
 
 
 def test_stage17_rule_names_each_failed_condition_and_the_winner(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("validation", REPO / "benchmarks" / "validation.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # it imports its sibling generalization.py
-    monkeypatch.setitem(sys.modules, "validation", module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
+    module = _benchmark("validation", monkeypatch)
     row, rule = module.Row, module.stage17
     ref = row(renderers=4.052, dense=3.005, rain_free=45.10, forced=32.64)
     lines = rule(ref, {
@@ -117,16 +124,10 @@ def test_stage17_rule_names_each_failed_condition_and_the_winner(monkeypatch: py
     assert "(2)" not in single[0] and "ahead by more than 0.05 dB on (3), renderers" in single[0]
 
 
-def test_rain_free_is_pooled_so_unchanged_images_do_not_make_it_infinite() -> None:
-    import importlib.util
+def test_rain_free_is_pooled_so_unchanged_images_do_not_make_it_infinite(monkeypatch: pytest.MonkeyPatch) -> None:
     import math
 
-    spec = importlib.util.spec_from_file_location("generalization", REPO / "benchmarks" / "generalization.py")
-    assert spec and spec.loader
-    generalization = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("generalization", generalization)  # its dataclasses look their module up
-    spec.loader.exec_module(generalization)
-    pooled = generalization.pooled
+    pooled = _benchmark("generalization", monkeypatch).pooled
     assert abs(pooled([40.0, 40.0]) - 40.0) < 1e-9
     assert abs(pooled([math.inf, 40.0]) - (40 + 10 * math.log10(2))) < 1e-9   # half the error of 40 dB alone
     assert pooled([math.inf, math.inf]) == math.inf
