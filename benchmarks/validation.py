@@ -25,6 +25,10 @@ network fine-tuned on one kind of dense rain shows what it loses on another; and
 with a router) the column "rain-free, heavy forced" runs the same rain-free photos through the heavy network (the
 gate still applies), so a router that sends a clean photo there, as it may on photos the suite does not have, is
 judged by what that network does to it rather than passing because these 8 photos go to the light one.
+Since stage 25 a second dense check, ``photoshop_dense`` (shown, outside the mean and outside stage 17's rule): the
+image-editing tutorials' recipe at two to four layers, whose streaks (noise through a motion blur) share nothing
+with the heavy network's training rain, where ``rainmix_dense`` shares Garg & Nayar's streak textures with
+``downpour`` and ``diverse`` (their texture slabs).
 
 ``--rule stage17`` ends with the verdict of the rule stages 17 to 24 choose by (docs/training.md, "Stage 17"),
 each candidate against the first weight set: a candidate qualifies if (1) its rain-free PSNR is at least 45 dB
@@ -58,7 +62,7 @@ from derain.metrics import measure
 from generalization import pooled, rain_free_cell  # benchmarks/ is on sys.path when a script here runs
 
 CHOOSING = ("diverse", "rainmix", "downpour")  # the renderers choices are made on: the mean of their gains
-GUARDS = ("rainmix_dense",)  # shown beside them by default, outside the mean: dense rain no network trains on
+GUARDS = ("rainmix_dense", "photoshop_dense")  # shown beside them by default, outside the mean: held-out dense rain
 
 
 def heavy_forced(restorer: derain.Restorer) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -160,15 +164,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=2, help="rainy versions of each photo per style")
     parser.add_argument("--styles", nargs="+", default=[*CHOOSING, *GUARDS],
                         help="renderers (choices use the mean gain over 'diverse', 'rainmix' and 'downpour'; "
-                             "'rainmix_dense' is shown beside them)")
+                             "'rainmix_dense' and 'photoshop_dense' are shown beside them)")
     parser.add_argument("--rule", choices=("stage17",),
                         help="end with this rule's verdict, each weight set after the first against the first")
     args = parser.parse_args(argv)
     if args.photos < 1 or args.seeds < 1:
         parser.error("--photos and --seeds must be 1 or more")
-    if args.rule and (len(args.weights) < 2 or not {*CHOOSING, *GUARDS} <= set(args.styles)):
+    needed = [*CHOOSING, "rainmix_dense"]  # what stage 17's rule reads
+    if args.rule and (len(args.weights) < 2 or not set(needed) <= set(args.styles)):
         parser.error(f"--rule {args.rule} compares candidates with the first of --weights on the renderers "
-                     f"{', '.join([*CHOOSING, *GUARDS])}: give two or more weight sets and keep those --styles")
+                     f"{', '.join(needed)}: give two or more weight sets and keep those --styles")
     restorers = {}
     for name in args.weights:  # every name checked before the suite is rendered: a typo costs no minutes
         try:

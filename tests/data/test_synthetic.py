@@ -435,6 +435,36 @@ def test_dense_rainmix_sums_several_independent_maps() -> None:
         add_rain(clean, style="rainmix_dense", seed=0)
 
 
+def test_dense_photoshop_screens_several_independent_layers() -> None:
+    from derain.data.photoshop import ANGLE, DENSE_LAYERS, OPACITY, photoshop_layer
+    from derain.data.synthetic import STYLE_NAMES, _uniform, generator
+
+    assert "photoshop_dense" in STYLE_NAMES
+    clean = _scene()
+    counts, dense_added, single_added = set(), [], []
+    for seed in range(10):
+        a, ma = add_rain(clean, style="photoshop_dense", seed=seed)
+        assert torch.equal(a, add_rain(clean, style="photoshop_dense", seed=seed)[0])
+        assert a.min() >= 0 and a.max() <= 1 and (a - clean).min() >= -1e-6 and set(ma.unique().tolist()) <= {0, 1}
+        # the same draws by hand: an angle, a count, then that many layers each screened at its own opacity
+        g = generator("rain", seed)
+        angle = _uniform(g, -ANGLE, ANGLE)
+        count = int(torch.randint(DENSE_LAYERS[0], DENSE_LAYERS[1] + 1, (), generator=g))
+        x = clean.clone()
+        for k in range(count):
+            layer = photoshop_layer(*clean.shape[-2:], angle + (_uniform(g, -5.0, 5.0) if k else 0.0), g)
+            x = 1 - (1 - x) * (1 - _uniform(g, *OPACITY) * layer[None])
+        assert torch.allclose(a, x.clamp(0, 1))
+        counts.add(count)
+        dense_added.append(float((a - clean).mean()))
+        single_added.append(float((add_rain(clean, style="photoshop", seed=seed)[0] - clean).mean()))
+    assert counts == set(range(DENSE_LAYERS[0], DENSE_LAYERS[1] + 1))
+    assert sorted(dense_added)[5] > 1.5 * sorted(single_added)[5]  # the median image carries more rain
+    white = torch.ones(3, 40, 56)
+    assert torch.equal(add_rain(white, style="photoshop_dense", seed=2)[0], white)  # Screen cannot brighten white
+    assert add_rain(clean, style="photoshop_dense", seed=3, scale=2.0)[0].shape == clean.shape
+
+
 # --- the downpour style: the physical model's heavy rain, lit by one source ---
 
 def test_downpour_is_seeded_in_range_and_selectable(tmp_path: Path) -> None:

@@ -19,6 +19,14 @@ training sees that kind of rain too, with ranges taken from the tutorials' own s
 Half the images get a second such layer (its own draw, its angle within 5 degrees of the first), as the tutorials
 duplicate the rain layer for depth. ``scale`` draws the rain of a photo that many times the training size: grains,
 blur and streaks that many times larger.
+
+``photoshop_dense`` (:func:`add_dense_photoshop_rain`) is the same recipe at a higher rain density: ``DENSE_LAYERS``
+(two to four, uniformly) such layers, each its own draw within 5 degrees of the first, screened one over another,
+as the tutorials duplicate the layer for heavier rain (rain of a higher rate has proportionally more drops in the
+same volume, which independent layers model, as ``rainmix_dense`` does for its renderer). It is a held-out dense
+renderer for the heavy-rain network: its streaks are noise through a motion blur, not Garg & Nayar's textures, so
+it shares no streak with that network's training rain (``heavy``, ``diverse``, ``downpour``); the light network
+trains on ``photoshop`` itself, at one or two layers. Nothing here was read off a test set.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ ANGLE = 45.0
 BLACK = (0.85, 0.98)  # the Levels black point, as a quantile of the blurred layer
 WHITE = 0.999
 OPACITY = (0.6, 0.9)
+DENSE_LAYERS = (2, 4)  # photoshop_dense: layers screened one over another, drawn uniformly (both ends included)
 
 
 def photoshop_layer(h: int, w: int, angle: float, g: torch.Generator, scale: float = 1.0) -> Tensor:
@@ -65,10 +74,26 @@ def add_photoshop_rain(clean: Tensor, g: torch.Generator, *, mask_threshold: flo
                        scale: float = 1.0) -> tuple[Tensor, Tensor]:
     """Photoshop-recipe rain on a clean ``(3, H, W)`` image in [0, 1]: ``(rainy, mask)``, the mask 1 where the rain
     brightens the image by more than ``mask_threshold``."""
+    angle = _uniform(g, -ANGLE, ANGLE)
+    return _screened(clean, g, angle, 1 if float(torch.rand((), generator=g)) < 0.5 else 2, mask_threshold, scale)
+
+
+def add_dense_photoshop_rain(clean: Tensor, g: torch.Generator, *, mask_threshold: float = 0.05,
+                             scale: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Dense Photoshop-recipe rain: ``DENSE_LAYERS`` layers screened one over another; ``(rainy, mask)`` as
+    :func:`add_photoshop_rain`."""
+    angle = _uniform(g, -ANGLE, ANGLE)
+    count = int(torch.randint(DENSE_LAYERS[0], DENSE_LAYERS[1] + 1, (), generator=g))
+    return _screened(clean, g, angle, count, mask_threshold, scale)
+
+
+def _screened(clean: Tensor, g: torch.Generator, angle: float, layers: int, mask_threshold: float,
+              scale: float) -> tuple[Tensor, Tensor]:
+    """``layers`` rain layers, the first at ``angle`` and each other within 5 degrees of it, each blended by Screen
+    at its own opacity over ``clean``; the mask where the rain brightens the image by more than ``mask_threshold``."""
     h, w = clean.shape[-2:]
     x = clean.float()
-    angle = _uniform(g, -ANGLE, ANGLE)
-    for k in range(1 if float(torch.rand((), generator=g)) < 0.5 else 2):
+    for k in range(layers):
         layer = photoshop_layer(h, w, angle + (_uniform(g, -5.0, 5.0) if k else 0.0), g, scale)
         x = 1 - (1 - x) * (1 - _uniform(g, *OPACITY) * layer[None])  # Screen at the layer's opacity
     rainy = x.clamp(0, 1)

@@ -28,6 +28,8 @@ two renderers: a veiled, lit downpour, or dense streaks with no veil).
 
 ``rainmix_dense`` (:func:`derain.data.rainmix.add_dense_rainmix_rain`) superposes two to four independent
 ``rainmix`` maps: a dense rain from a renderer no network of ours trains on, for validation.
+``photoshop_dense`` (:func:`derain.data.photoshop.add_dense_photoshop_rain`) screens two to four ``photoshop``
+layers: dense rain whose streaks share nothing with the heavy network's training rain, for validation.
 
 A streak layer is procedural (sparse random drops, a slight Gaussian widening, a motion-blur line kernel at the
 layer's angle, a gain) or, when streak textures are given (the Garg & Nayar database in
@@ -55,7 +57,7 @@ from derain.errors import InputError
 from derain.io import list_images, read_image, write_image
 
 Style = Literal["light", "heavy", "mixed", "diverse", "rainmix", "photoshop", "diverse+photoshop", "downpour",
-                "diverse+downpour", "downpour+photoshop", "rainmix_dense"]
+                "diverse+downpour", "downpour+photoshop", "rainmix_dense", "photoshop_dense"]
 STYLE_NAMES: tuple[str, ...] = get_args(Style)
 MIXTURES: tuple[str, ...] = tuple(name for name in STYLE_NAMES if "+" in name)  # each image's rain from one of two
 
@@ -267,6 +269,11 @@ def add_rain(clean: Tensor, *, style: str | RainStyle = "light", seed: int | Non
         from derain.data.photoshop import add_photoshop_rain
 
         rainy, mask = add_photoshop_rain(clean, g, mask_threshold=mask_threshold, scale=scale)
+        return rainy.to(clean.dtype), mask
+    if style == "photoshop_dense":
+        from derain.data.photoshop import add_dense_photoshop_rain
+
+        rainy, mask = add_dense_photoshop_rain(clean, g, mask_threshold=mask_threshold, scale=scale)
         return rainy.to(clean.dtype), mask
     if style == "diverse":
         from derain.data.diverse import add_diverse_rain  # it builds on this module's layers
