@@ -28,7 +28,10 @@ judged by what that network does to it rather than passing because these 8 photo
 Since stage 25 a second dense check, ``photoshop_dense`` (shown, outside the mean and outside stage 17's rule): the
 image-editing tutorials' recipe at two to four layers, whose streaks (noise through a motion blur) share nothing
 with the heavy network's training rain, where ``rainmix_dense`` shares Garg & Nayar's streak textures with
-``downpour`` and ``diverse`` (their texture slabs).
+``downpour`` and ``diverse`` (their texture slabs). The router may send a dense check's images to the light network
+(it sends ``photoshop_dense``'s there, stage 25), so for a pair the column "dense, heavy forced" gives each dense
+check's gain with the router bypassed, as for the rain-free photos: what the heavy network does on dense rain it
+did not train on (shown, outside every rule so far).
 
 ``--rule stage17`` ends with the verdict of the rule stages 17 to 24 choose by (docs/training.md, "Stage 17"),
 each candidate against the first weight set: a candidate qualifies if (1) its rain-free PSNR is at least 45 dB
@@ -73,6 +76,12 @@ def heavy_forced(restorer: derain.Restorer) -> Callable[[torch.Tensor], torch.Te
         return None
     alone = derain.Restorer(heavy, name=f"{restorer.name}:heavy", device=restorer.device)
     return lambda x: restorer.finish(x, alone(x, scale=1, strength=1))
+
+
+def mean_gain(run: Callable[[torch.Tensor], torch.Tensor], pairs: list[tuple[torch.Tensor, torch.Tensor]],
+              base: list[float]) -> float:
+    """The mean PSNR gain of ``run`` over the rainy inputs of ``pairs`` (whose own PSNRs are ``base``)."""
+    return sum(score(run(x[None]), c[None])[0] - b for (x, c), b in zip(pairs, base, strict=True)) / len(pairs)
 
 
 def score(out: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
@@ -188,10 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(1, f"validation.py: {exc}\n")
     base = {style: [score(x[None], c[None])[0] for x, c in pairs] for style, pairs in rainy.items()}
     choosing = [s for s in rainy if s in CHOOSING]
+    dense = [s for s in rainy if s in GUARDS]
     head = ["weights", *(f"{s} ({len(p)})" for s, p in rainy.items()), f"renderers ({'+'.join(choosing)})",
-            f"rain-free ({len(clean)})", "rain-free, heavy forced", "seconds"]
+            f"rain-free ({len(clean)})", "rain-free, heavy forced", "dense, heavy forced", "seconds"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
-    print(f"| rainy input | {' | '.join(f'{sum(b) / len(b):.2f}' for b in base.values())} | | | | |", flush=True)
+    print(f"| rainy input | {' | '.join(f'{sum(b) / len(b):.2f}' for b in base.values())} | | | | | |", flush=True)
     per_photo: dict[str, list[float]] = {}  # each photo's mean PSNR over the choosing renderers and seeds
     rows: dict[str, Row] = {}
     for name, restorer in restorers.items():
@@ -221,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         forced = heavy_forced(restorer)
         forced_free, cell = rain_free(forced, clean) if forced else (None, "")
         cells.append(cell)
+        cells.append(", ".join(f"{s} {mean_gain(forced, rainy[s], base[s]):+.3f}" for s in dense) if forced else "")
         rows[name] = Row(renderers, gains.get("rainmix_dense", math.nan), free, forced_free)
         print(f"| {name} | {' | '.join(cells)} | {time.perf_counter() - t0:.0f} |", flush=True)
     if len(per_photo) > 1:
@@ -236,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\nmatlab-y, rounded, scale 1; cells: PSNR / SSIM, gain over the input (dB, to three places, as rules "
           "compare it), share of images worse than the input, bias R/G/B; rain-free: PSNR of the output against its "
           "clean input (pooled: the PSNR of the mean squared error; share left identical; min); heavy forced: the "
-          "same with a pair's router bypassed, every photo through its heavy network.")
+          "same with a pair's router bypassed, every photo through its heavy network; dense, heavy forced: each dense "
+          "check's gain with the router bypassed.")
     return 0
 
 

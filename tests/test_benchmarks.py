@@ -61,20 +61,24 @@ def test_validation_uses_held_out_training_photos() -> None:
     lines = [line for line in out.splitlines() if line.startswith("| derain.prn_mixed |")]
     assert len(lines) == 1 and "% worse" in lines[0] and "(min " in lines[0]
     assert ("| diverse (2) | rainmix (2) | downpour (2) | rainmix_dense (2) | photoshop_dense (2) "
-            "| renderers (diverse+rainmix+downpour) | rain-free (2) | rain-free, heavy forced |" in out)
+            "| renderers (diverse+rainmix+downpour) | rain-free (2) | rain-free, heavy forced "
+            "| dense, heavy forced |" in out)
     # choices are made on the mean gain over the three renderers (the two dense checks are shown, outside the mean)
     cells = [c.strip() for c in lines[0].strip("| ").split(" | ")]
     gains = [float(re.search(r", ([+-]\d+\.\d+), ", cell).group(1)) for cell in cells[1:4]]
     # to three places, as the rules compare them (a renderer's gain and the mean are both rounded to 0.0005)
     assert abs(float(cells[6]) - sum(gains) / 3) < 0.0011 and all(
         re.search(r", [+-]\d+\.\d{3}, ", cell) for cell in cells[1:6])
-    assert cells[8] == ""  # a single network has no router to bypass
+    assert cells[8] == cells[9] == ""  # a single network has no router to bypass
     # the second weight set is compared photo by photo with the first; its mean is the renderers' difference
     other = next(line for line in out.splitlines() if line.startswith("| derain.default |"))
     theirs = [c.strip() for c in other.strip("| ").split(" | ")]
     renderers = float(theirs[6]) - float(cells[6])
     # the pair's clean photos through its heavy network: a different figure from its routed rain-free cell
     assert "(min " in theirs[8] and theirs[8] != theirs[7]
+    # and the dense checks' gains through its heavy network, to three places like the routed ones
+    forced = re.fullmatch(r"rainmix_dense ([+-]\d+\.\d{3}), photoshop_dense ([+-]\d+\.\d{3})", theirs[9])
+    assert forced, theirs[9]
     paired = re.search(r"- derain\.default: ([+-]\d+\.\d+) dB, standard error (\d+\.\d+) over 2 photos, "
                        r"(\d) of 2 better", out)
     assert paired, out
