@@ -33,7 +33,7 @@ with the heavy network's training rain, where ``rainmix_dense`` shares Garg & Na
 check's gain with the router bypassed, as for the rain-free photos: what the heavy network does on dense rain it
 did not train on (shown, outside every rule so far).
 
-``--rule stage17`` ends with the verdict of the rule stages 17 to 24 choose by (docs/training.md, "Stage 17"),
+``--rule stage17`` ends with the verdict of the rule stages 17 to 25 chose by (docs/training.md, "Stage 17"),
 each candidate against the first weight set: a candidate qualifies if (1) its rain-free PSNR is at least 45 dB
 pooled, (2) its "rain-free, heavy forced" is no lower than the first's, (3) its ``rainmix_dense`` gain is no lower
 and (4) its renderers mean is at most 0.10 dB lower; it replaces the first if it also beats it by more than 0.05 dB
