@@ -366,10 +366,11 @@ def test_rainmix_chains_warp_the_streaks_and_need_textures() -> None:
 
 def test_photoshop_rain_is_seeded_screened_and_streaked() -> None:
     from derain.data.photoshop import photoshop_layer
-    from derain.data.synthetic import STYLE_NAMES, generator
+    from derain.data.synthetic import RENDERERS, STYLE_NAMES, generator
     from derain.train.config import DataConfig
 
     assert {"photoshop", "diverse+photoshop"} <= set(STYLE_NAMES)
+    assert set(RENDERERS) <= set(STYLE_NAMES)  # every renderer of its own module is a style by name
     assert DataConfig(style="diverse+photoshop").style == "diverse+photoshop"
     clean = _scene()
     original = clean.clone()

@@ -43,6 +43,7 @@ Everything is drawn from a ``torch.Generator``: the same seed gives the same rai
 from __future__ import annotations
 
 import hashlib
+import importlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,6 +61,17 @@ Style = Literal["light", "heavy", "mixed", "diverse", "rainmix", "photoshop", "d
                 "diverse+downpour", "downpour+photoshop", "rainmix_dense", "photoshop_dense"]
 STYLE_NAMES: tuple[str, ...] = get_args(Style)
 MIXTURES: tuple[str, ...] = tuple(name for name in STYLE_NAMES if "+" in name)  # each image's rain from one of two
+# styles drawn by a module of their own: (module, function, whether it takes the streak textures), imported when
+# used (derain.data.diverse builds on this module's layers); each function is ``f(clean, g[, textures], *,
+# mask_threshold, scale) -> (rainy, mask)``
+RENDERERS: dict[str, tuple[str, str, bool]] = {
+    "photoshop": ("derain.data.photoshop", "add_photoshop_rain", False),
+    "photoshop_dense": ("derain.data.photoshop", "add_dense_photoshop_rain", False),
+    "diverse": ("derain.data.diverse", "add_diverse_rain", True),
+    "downpour": ("derain.data.diverse", "add_downpour_rain", True),
+    "rainmix": ("derain.data.rainmix", "add_rainmix_rain", True),
+    "rainmix_dense": ("derain.data.rainmix", "add_dense_rainmix_rain", True),
+}
 
 
 @dataclass(frozen=True)
@@ -265,35 +277,11 @@ def add_rain(clean: Tensor, *, style: str | RainStyle = "light", seed: int | Non
     if style in MIXTURES:  # each image's rain from one of the two, half and half
         first, second = style.split("+")
         style = first if float(torch.rand((), generator=g)) < 0.5 else second
-    if style == "photoshop":
-        from derain.data.photoshop import add_photoshop_rain
-
-        rainy, mask = add_photoshop_rain(clean, g, mask_threshold=mask_threshold, scale=scale)
-        return rainy.to(clean.dtype), mask
-    if style == "photoshop_dense":
-        from derain.data.photoshop import add_dense_photoshop_rain
-
-        rainy, mask = add_dense_photoshop_rain(clean, g, mask_threshold=mask_threshold, scale=scale)
-        return rainy.to(clean.dtype), mask
-    if style == "diverse":
-        from derain.data.diverse import add_diverse_rain  # it builds on this module's layers
-
-        rainy, mask = add_diverse_rain(clean, g, textures, mask_threshold=mask_threshold, scale=scale)
-        return rainy.to(clean.dtype), mask
-    if style == "downpour":
-        from derain.data.diverse import add_downpour_rain
-
-        rainy, mask = add_downpour_rain(clean, g, textures, mask_threshold=mask_threshold, scale=scale)
-        return rainy.to(clean.dtype), mask
-    if style == "rainmix":
-        from derain.data.rainmix import add_rainmix_rain
-
-        rainy, mask = add_rainmix_rain(clean, g, textures, mask_threshold=mask_threshold, scale=scale)
-        return rainy.to(clean.dtype), mask
-    if style == "rainmix_dense":
-        from derain.data.rainmix import add_dense_rainmix_rain
-
-        rainy, mask = add_dense_rainmix_rain(clean, g, textures, mask_threshold=mask_threshold, scale=scale)
+    if isinstance(style, str) and style in RENDERERS:
+        module, function, takes_textures = RENDERERS[style]
+        render = getattr(importlib.import_module(module), function)
+        rainy, mask = render(clean, g, *((textures,) if takes_textures else ()), mask_threshold=mask_threshold,
+                             scale=scale)
         return rainy.to(clean.dtype), mask
     chosen = get_style(style, g)
     h, w = clean.shape[-2:]
