@@ -31,17 +31,19 @@ with the heavy network's training rain, where ``rainmix_dense`` shares Garg & Na
 ``downpour`` and ``diverse`` (their texture slabs). The router may send a dense check's images to the light network
 (it sends ``photoshop_dense``'s there, stage 25), so for a pair the column "dense, heavy forced" gives each dense
 check's gain with the router bypassed, as for the rain-free photos: what the heavy network does on dense rain it
-did not train on (shown, outside every rule so far).
+did not train on (shown; stage 26's rule reads the ``photoshop_dense`` one).
 
-``--rule stage17`` ends with the verdict of the rule stages 17 to 25 chose by (docs/training.md, "Stage 17"),
-each candidate against the first weight set: a candidate qualifies if (1) its rain-free PSNR is at least 45 dB
-pooled, (2) its "rain-free, heavy forced" is no lower than the first's, (3) its ``rainmix_dense`` gain is no lower
-and (4) its renderers mean is at most 0.10 dB lower; it replaces the first if it also beats it by more than 0.05 dB
-on (2), (3) or the renderers mean, the highest renderers mean among such candidates. The figures are compared
+``--rule stage17`` ends with the verdict of the rule stages 17 to 25 chose by (docs/training.md, "Stage 17"), each
+candidate against the first weight set: a candidate qualifies if (1) its rain-free PSNR is at least 45 dB pooled,
+(2) its "rain-free, heavy forced" is no lower than the first's, (3) its ``rainmix_dense`` gain is no lower and (4)
+its renderers mean is at most 0.10 dB lower; it replaces the first if it also beats it by more than 0.05 dB on (2),
+(3) or the renderers mean, the highest renderers mean among such candidates. ``--rule stage26`` (stage 26 on) adds
+(5): a pair's ``photoshop_dense`` gain with its heavy network forced is no lower than the first's (compared only
+where both are pairs), and being ahead on it by more than 0.05 dB is a margin too. The figures are compared
 unrounded. A rule is written down before its candidates are measured; this prints it, it does not choose one.
 
     python benchmarks/validation.py --weights derain.default ~/derain-runs/new/best.safetensors
-    python benchmarks/validation.py --seeds 4 --rule stage17 --weights derain.default ~/derain-runs/cand.safetensors
+    python benchmarks/validation.py --seeds 4 --rule stage26 --weights derain.default ~/derain-runs/cand.safetensors
 """
 
 from __future__ import annotations
@@ -112,12 +114,14 @@ def rain_free(run: Callable[[torch.Tensor], torch.Tensor], clean: list[torch.Ten
 @dataclass(frozen=True)
 class Row:
     """What a rule reads of one weight set's row, unrounded: the renderers mean gain, the ``rainmix_dense`` gain, the
-    rain-free PSNR (pooled) and, for a pair, the same with its heavy network forced (None for a single network)."""
+    rain-free PSNR (pooled) and, for a pair, the same with its heavy network forced and the ``photoshop_dense`` gain
+    with its heavy network forced (None for a single network)."""
 
     renderers: float
     dense: float
     rain_free: float
     forced: float | None
+    held_out: float | None = None
 
 
 RAIN_FREE_FLOOR = 45.0  # dB pooled: no harm (issue 31)
@@ -125,12 +129,14 @@ RENDERERS_SLACK = 0.10  # dB a candidate's renderers mean may fall below the ref
 MARGIN = 0.05  # dB by which a candidate must beat the reference on one of (2), (3) or the renderers mean
 
 
-def stage17(reference: Row, candidates: dict[str, Row]) -> list[str]:
+def stage17(reference: Row, candidates: dict[str, Row], *, held_out: bool = False) -> list[str]:
     """Stage 17's rule (docs/training.md), each candidate against ``reference``: one line per candidate naming the
-    conditions it fails or its margins, then the verdict. Forced figures are compared only where both have one."""
+    conditions it fails or its margins, then the verdict. Forced figures are compared only where both have one.
+    ``held_out``: stage 26's rule, stage 17's with a fifth condition and margin (:func:`stage26`)."""
     lines, winners = [], {}
     for name, row in candidates.items():
         fails = []
+        streaks = held_out and row.held_out is not None and reference.held_out is not None
         if not row.rain_free >= RAIN_FREE_FLOOR:
             fails.append(f"(1) rain-free {row.rain_free:.2f} < {RAIN_FREE_FLOOR:.0f}")
         both = row.forced is not None and reference.forced is not None
@@ -141,20 +147,35 @@ def stage17(reference: Row, candidates: dict[str, Row]) -> list[str]:
         if not row.renderers >= reference.renderers - RENDERERS_SLACK:
             fails.append(f"(4) renderers {row.renderers:+.3f} more than {RENDERERS_SLACK:.2f} dB below "
                          f"{reference.renderers:+.3f}")
+        if streaks and not row.held_out >= reference.held_out:
+            fails.append(f"(5) photoshop_dense, heavy forced {row.held_out:+.3f} < {reference.held_out:+.3f}")
         margins = [what for what, ahead in (("(2)", both and row.forced - reference.forced > MARGIN),
                                             ("(3)", row.dense - reference.dense > MARGIN),
+                                            ("(5)", streaks and row.held_out - reference.held_out > MARGIN),
                                             ("renderers", row.renderers - reference.renderers > MARGIN)) if ahead]
         if fails:
             lines.append(f"- {name}: does not qualify: {'; '.join(fails)}")
         elif not margins:
             lines.append(f"- {name}: qualifies, but beats the reference by more than {MARGIN} dB on none of (2), "
-                         "(3) or the renderers")
+                         f"(3){', (5)' if held_out else ''} or the renderers")
         else:
             winners[name] = row.renderers
             lines.append(f"- {name}: qualifies, ahead by more than {MARGIN} dB on {', '.join(margins)}")
     best = max(winners, key=winners.__getitem__) if winners else None
     lines.append(f"Verdict: {best} replaces the reference" if best else "Verdict: the reference stays")
     return lines
+
+
+def stage26(reference: Row, candidates: dict[str, Row]) -> list[str]:
+    """Stage 26's rule (docs/training.md): stage 17's, and (5) a pair's ``photoshop_dense`` gain with its heavy
+    network forced no lower than the reference's, which also counts as a margin. ``photoshop_dense``'s streaks
+    share nothing with the heavy network's training rain, so this holds that network to dense rain it has not seen;
+    the router sends those images to the light network, hence the forced figure."""
+    return stage17(reference, candidates, held_out=True)
+
+
+RULES: dict[str, Callable[[Row, dict[str, Row]], list[str]]] = {"stage17": stage17, "stage26": stage26}
+NEEDS = {"stage17": (*CHOOSING, "rainmix_dense"), "stage26": (*CHOOSING, *GUARDS)}  # the renderers each rule reads
 
 
 def paired(a: list[float], b: list[float]) -> str:
@@ -174,12 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--styles", nargs="+", default=[*CHOOSING, *GUARDS],
                         help="renderers (choices use the mean gain over 'diverse', 'rainmix' and 'downpour'; "
                              "'rainmix_dense' and 'photoshop_dense' are shown beside them)")
-    parser.add_argument("--rule", choices=("stage17",),
+    parser.add_argument("--rule", choices=tuple(RULES),
                         help="end with this rule's verdict, each weight set after the first against the first")
     args = parser.parse_args(argv)
     if args.photos < 1 or args.seeds < 1:
         parser.error("--photos and --seeds must be 1 or more")
-    needed = [*CHOOSING, "rainmix_dense"]  # what stage 17's rule reads
+    needed = NEEDS.get(args.rule, ())
     if args.rule and (len(args.weights) < 2 or not set(needed) <= set(args.styles)):
         parser.error(f"--rule {args.rule} compares candidates with the first of --weights on the renderers "
                      f"{', '.join(needed)}: give two or more weight sets and keep those --styles")
@@ -231,8 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         forced = heavy_forced(restorer)
         forced_free, cell = rain_free(forced, clean) if forced else (None, "")
         cells.append(cell)
-        cells.append(", ".join(f"{s} {mean_gain(forced, rainy[s], base[s]):+.3f}" for s in dense) if forced else "")
-        rows[name] = Row(renderers, gains.get("rainmix_dense", math.nan), free, forced_free)
+        forced_dense = {s: mean_gain(forced, rainy[s], base[s]) for s in dense} if forced else {}
+        cells.append(", ".join(f"{s} {g:+.3f}" for s, g in forced_dense.items()))
+        rows[name] = Row(renderers, gains.get("rainmix_dense", math.nan), free, forced_free,
+                         forced_dense.get("photoshop_dense"))
         print(f"| {name} | {' | '.join(cells)} | {time.perf_counter() - t0:.0f} |", flush=True)
     if len(per_photo) > 1:
         seeds = f"{args.seeds} seed{'s' if args.seeds > 1 else ''}"
@@ -243,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"- {name}: {paired(per_photo[name], first)}")
     if args.rule:
         print(f"\nRule {args.rule} (docs/training.md), each against {args.weights[0]}, unrounded:")
-        print("\n".join(stage17(rows[args.weights[0]], {n: rows[n] for n in args.weights[1:]})))
+        print("\n".join(RULES[args.rule](rows[args.weights[0]], {n: rows[n] for n in args.weights[1:]})))
     print("\nmatlab-y, rounded, scale 1; cells: PSNR / SSIM, gain over the input (dB, to three places, as rules "
           "compare it), share of images worse than the input, bias R/G/B; rain-free: PSNR of the output against its "
           "clean input (pooled: the PSNR of the mean squared error; share left identical; min); heavy forced: the "

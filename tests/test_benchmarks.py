@@ -128,6 +128,31 @@ def test_stage17_rule_names_each_failed_condition_and_the_winner(monkeypatch: py
     assert "(2)" not in single[0] and "ahead by more than 0.05 dB on (3), renderers" in single[0]
 
 
+def test_stage26_rule_adds_the_held_out_streaks_condition_and_margin(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = _benchmark("validation", monkeypatch)
+    row = module.Row
+    assert module.RULES["stage26"] is module.stage26 and set(module.NEEDS["stage26"]) >= set(module.GUARDS)
+    ref = row(renderers=4.151, dense=3.088, rain_free=45.10, forced=32.80, held_out=2.283)
+    candidates = {
+        "streaks": row(4.2, 3.1, 46.0, 33.0, 2.2829),   # (5) only, unrounded
+        "tied": row(4.151, 3.088, 45.10, 32.80, 2.283),  # qualifies, no margin
+        "held": row(4.16, 3.09, 45.10, 32.80, 2.40),     # qualifies, ahead on (5) alone
+        "best": row(4.25, 3.2, 45.10, 32.80, 2.30),      # qualifies, ahead on (3) and the renderers
+    }
+    lines = module.stage26(ref, candidates)
+    by = {line.split(":")[0][2:]: line for line in lines[:-1]}
+    assert "(5) photoshop_dense, heavy forced +2.283 < +2.283" in by["streaks"] and "(3)" not in by["streaks"]
+    assert "on none of (2), (3), (5) or the renderers" in by["tied"]
+    assert "ahead by more than 0.05 dB on (5)" in by["held"]
+    assert lines[-1] == "Verdict: best replaces the reference"
+    # stage 17's rule reads neither: the same rows, judged by it, let "streaks" qualify and "held" win nothing
+    old = {line.split(":")[0][2:]: line for line in module.stage17(ref, candidates)[:-1]}
+    assert "qualifies" in old["streaks"] and "on none of (2), (3) or the renderers" in old["held"]
+    # a single network (no router to bypass) is not held to (5), as it is not to (2)
+    single = module.stage26(ref, {"one": row(4.3, 3.1, 46.0, None, None)})[0]
+    assert "(5) photoshop" not in single and "ahead by more than 0.05 dB on renderers" in single
+
+
 def test_rain_free_is_pooled_so_unchanged_images_do_not_make_it_infinite(monkeypatch: pytest.MonkeyPatch) -> None:
     import math
 

@@ -514,3 +514,81 @@ def test_downpour_is_denser_and_brighter_than_diverse() -> None:
     bright = {style: sorted(float(add_rain(dark, style=style, seed=s, mask_threshold=0.25)[1].mean())
                             for s in range(16)) for style in ("diverse", "downpour")}
     assert bright["downpour"][8] > 3 * bright["diverse"][8] and bright["downpour"][8] > 0.1
+
+
+# --- downpour_varied: each drop at its own depth, oscillating (stage 26) ---
+
+def _vertical_runs(frame: torch.Tensor) -> list[torch.Tensor]:
+    """The values of each vertical run of nonzero pixels of ``frame`` (H, W), column by column."""
+    runs = []
+    for col in frame.T:
+        start = None
+        for i, v in enumerate([*col.tolist(), 0.0]):
+            if v > 0 and start is None:
+                start = i
+            elif v <= 0 and start is not None:
+                runs.append(col[start:i])
+                start = None
+    return runs
+
+
+def test_varied_downpour_draws_downpours_plan_and_is_selectable() -> None:
+    import dataclasses
+
+    from derain.data.diverse import draw_downpour_plan
+    from derain.data.synthetic import STYLE_NAMES, generator
+    from derain.train.config import DataConfig
+
+    assert "downpour_varied" in STYLE_NAMES and DataConfig(style="downpour_varied").style == "downpour_varied"
+    for k in range(20):  # the same image-level draws as downpour; only its layers' drops differ
+        plain = draw_downpour_plan(generator("varied", k))
+        varied = draw_downpour_plan(generator("varied", k), varied=True)
+        for a, b in zip(plain.layers, varied.layers, strict=True):
+            assert a.slab is None and a.exposure == 0
+            z1, z2 = b.slab
+            assert z1 < b.depth < z2 and abs(b.depth - (z1 * z2) ** 0.5) < 1e-9 and 1 / 250 <= b.exposure <= 1 / 25
+            assert dataclasses.replace(b, slab=None, exposure=0.0) == a
+        assert dataclasses.replace(varied, layers=plain.layers) == plain
+    clean = _scene()
+    a, ma = add_rain(clean, style="downpour_varied", seed=4)
+    assert torch.equal(a, add_rain(clean, style="downpour_varied", seed=4)[0]) and a.shape == clean.shape
+    assert not torch.equal(a, add_rain(clean, style="downpour", seed=4)[0])
+    assert a.min() >= 0 and a.max() <= 1 and set(ma.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_varied_downpour_streaks_vary_in_length_and_along_their_length() -> None:
+    import dataclasses
+
+    from derain.data.diverse import Layer, _streaks, fall_speed, oscillation_hz
+    from derain.data.synthetic import generator
+
+    # Rayleigh's n = 2 mode: ~121 Hz at D = 2 mm, and f ~ r^-1.5 (8 times faster at a quarter of the size)
+    hz = oscillation_hz(torch.tensor([2.0, 0.5]))
+    assert 115 < hz[0] < 128 and abs(hz[1] / hz[0] - 8) < 1e-4
+    # one drop size, no blur, vertical: a 201 x 201 image maps the drawing frame 1:1, so each streak is one run
+    base = Layer(depth=2.0, angle=0.0, density=4e-4, sizes=(2.0, 2.0 + 1e-6), speed_px=3.0, drop_px=0.2,
+                 sigma=0.0, gain=10.0)
+    length = float(fall_speed(2.0)) * 3.0  # ~19.6 px
+
+    def runs(layer: Layer) -> list[torch.Tensor]:
+        out = []
+        for seed in range(3):
+            out += [r for r in _vertical_runs(_streaks(201, 201, layer, 1.0, generator("runs", seed))) if len(r) > 3]
+        return out
+
+    plain = runs(base)
+    # every drop at the slab's depth: every streak as long as the others and even along its length (runs that
+    # merged with another drop's are longer; the image's top edge cuts some short)
+    assert sorted(len(r) for r in plain)[len(plain) // 2] == round(length)
+    assert all(float(r.std()) < 1e-6 for r in plain if len(r) == round(length))
+    lengths = sorted(len(r) for r in plain)
+    assert lengths[len(lengths) // 4] == lengths[3 * len(lengths) // 4] == round(length)
+    # each drop at its own depth in [1.2, 3.4] m (more of them far, in the wider part of the frustum): lengths
+    # spread over the depth ratio (f v T / Z), the middle half of them shorter than the slab's depth gives
+    deep = sorted(len(r) for r in runs(dataclasses.replace(base, slab=(1.2, 3.4))))
+    q1, q3 = deep[len(deep) // 4], deep[3 * len(deep) // 4]
+    assert q1 < 0.8 * length and q3 - q1 >= 3 and q3 < length
+    # oscillating: ~4.9 cycles over a 1/25 s exposure; brightness varies along most streaks
+    wobbly = [r for r in runs(dataclasses.replace(base, exposure=1 / 25)) if len(r) == round(length)]
+    spread = sorted(float(r.std() / r.mean()) for r in wobbly)
+    assert len(wobbly) > 10 and spread[len(spread) // 2] > 0.05 and spread[-1] < 0.6

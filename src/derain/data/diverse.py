@@ -103,6 +103,27 @@ Everything else
 The 50/50 shares are coverage choices, not measurements. The 11-60 range, the lamp's distances and the cap are
 not fitted to any image: the range is ``diverse``'s own (whose top was checked by eye against real rainy photos),
 the distances those at which a lamp or a flash lights rain in a photo, the cap a geometric argument.
+
+The ``downpour_varied`` style (:func:`add_varied_downpour_rain`; 2026-12-07, stage 26, written before it was
+measured) is ``downpour`` with two simplifications of its streaks undone, so that a heavy network trained on it
+sees more than one streak shape per slab; every other draw is ``downpour``'s:
+
+Each drop at its own depth
+    ``downpour`` draws every drop of a slab at the slab's representative depth ``sqrt(Z1 Z2)``, so within a slab
+    streak length varies only through drop size (fall speed). Here each drop's depth is drawn in its slab
+    ``[Z1, Z2]`` with density proportional to ``Z^2`` (uniform in the pixel's viewing frustum: ``Z = (Z1^3 + u
+    (Z2^3 - Z1^3))^(1/3)``), and its length ``f v T / Z`` and image size ``f D / Z`` follow: within one slab
+    (a depth ratio of 2.7) streaks differ in length and brightness by that ratio, near drops of a slab long and
+    bright, far ones short and faint. The slab's defocus and cross-section (``sigma``) stay the slab's.
+Oscillating drops
+    A falling drop oscillates (Garg & Nayar 2006, "Photorealistic rendering of rain streaks": the oscillations
+    make a streak's brightness vary along its length). The fundamental (n = 2) mode of a drop of radius r has
+    the frequency ``sqrt(8 s / (rho r^3)) / (2 pi)`` (Rayleigh; surface tension s = 0.0728 N/m, water's density
+    rho = 1000 kg/m^3): about 120 Hz at D = 2 mm, 970 Hz at 0.5 mm. A streak records ``frequency x T`` cycles over
+    its length; its opacity is multiplied by ``1 + a sin(2 pi cycles t + phase)`` along it (t from 0 to 1), with
+    an amplitude a uniform in 0-0.6 per drop (a design choice for coverage: 0 is ``downpour``'s uniform streak;
+    not measured on any image) and a uniform phase. Where a cycle is shorter than a pixel the pixel averages it
+    out: the amplitude is multiplied by ``sinc(cycles / length)`` (zero at one cycle per pixel and beyond).
 """
 
 from __future__ import annotations
@@ -130,6 +151,9 @@ LIT = (math.sqrt(GAIN[0] * GAIN[1]), GAIN[1])  # downpour: the upper half (in lo
 DOWNPOUR_RATE = (7.6, 100.0)  # mm/h: AMS "heavy rain" upwards, to a cloudburst
 LAMP_DISTANCE = (0.5, 5.0)  # metres from the camera of the lamp (or flash) that lights a downpour
 LIT_CAP = 0.2  # rendered lit drops per pixel in one layer: streaks of 10 px or more overlap on most pixels
+SURFACE_TENSION = 0.0728  # N/m, water at 20 C: with its density, the drops' oscillation frequency (downpour_varied)
+WATER_DENSITY = 1000.0  # kg/m^3
+WOBBLE = 0.6  # downpour_varied: the largest amplitude of a streak's brightness oscillation (a coverage choice)
 
 
 @dataclass(frozen=True)
@@ -146,6 +170,8 @@ class Layer:
     gain: float           # lighting gain on the opacity
     texture: bool = False  # drawn from a Garg & Nayar texture instead
     cap: float = DENSITY_CAP  # rendered drops per pixel at most (the rest are left to the veil)
+    slab: tuple[float, float] | None = None  # (Z1, Z2) m: each drop at its own depth in it (None: all at `depth`)
+    exposure: float = 0.0  # s; above 0, each streak's brightness oscillates with its drop (downpour_varied)
 
 
 @dataclass(frozen=True)
@@ -198,9 +224,10 @@ def _camera(g: torch.Generator, scale: float) -> _Camera:
 
 
 def _layer(cam: _Camera, g: torch.Generator, lam: float, wind: float, z1: float, z2: float, d_lo: float,
-           d_hi: float, gain: tuple[float, float], tex: bool, cap: float = DENSITY_CAP) -> Layer:
+           d_hi: float, gain: tuple[float, float], tex: bool, cap: float = DENSITY_CAP, varied: bool = False) -> Layer:
     """The slab ``[z1, z2]`` m of drops of ``d_lo``-``d_hi`` mm: its density, streak geometry, a gust and a
-    lighting gain drawn log-uniform in ``gain``."""
+    lighting gain drawn log-uniform in ``gain``; ``varied``: each drop at its own depth, oscillating (no draw
+    here: the drops' own are made when the layer is rendered)."""
     f = cam.f
     n = 8000 / lam * (math.exp(-lam * d_lo) - math.exp(-lam * d_hi))  # drops per m^3 in [d_lo, d_hi]
     z = math.sqrt(z1 * z2)
@@ -213,7 +240,8 @@ def _layer(cam: _Camera, g: torch.Generator, lam: float, wind: float, z1: float,
     sigma = min(math.sqrt(blur ** 2 + drop ** 2), 6.0 * cam.scale)
     return Layer(depth=z, angle=max(-MAX_ANGLE, min(MAX_ANGLE, angle)), density=density, sizes=(d_lo, d_hi),
                  speed_px=f * cam.exposure / z, drop_px=f / z * 1e-3, sigma=sigma,
-                 gain=_log_uniform(g, *gain), texture=tex, cap=cap)
+                 gain=_log_uniform(g, *gain), texture=tex, cap=cap, slab=(z1, z2) if varied else None,
+                 exposure=cam.exposure if varied else 0.0)
 
 
 def _wind(g: torch.Generator) -> float:
@@ -263,8 +291,11 @@ def draw_plan(g: torch.Generator, scale: float = 1.0, *, textures: bool = False)
                 additive=additive, splashes=splashes, compression=compression, quality=quality)
 
 
-def draw_downpour_plan(g: torch.Generator, scale: float = 1.0, *, textures: bool = False) -> Plan:
-    """The image-level draws of the downpour style: heavy rain lit by one source (see the module's docstring)."""
+def draw_downpour_plan(g: torch.Generator, scale: float = 1.0, *, textures: bool = False,
+                       varied: bool = False) -> Plan:
+    """The image-level draws of the downpour style: heavy rain lit by one source (see the module's docstring);
+    ``varied``: the ``downpour_varied`` style (the same draws; its drops' depths and oscillations are drawn when
+    the layers are rendered)."""
     cam = _camera(g, scale)
     rate = _log_uniform(g, *DOWNPOUR_RATE)
     lam = 4.1 * rate ** -0.21
@@ -278,7 +309,7 @@ def draw_downpour_plan(g: torch.Generator, scale: float = 1.0, *, textures: bool
         z1, z2 = DEPTHS[k], DEPTHS[k + 1]
         # backlit: every slab's gain drawn in the lit range; a lamp: its peak falls off with the slab's distance
         gain = LIT if backlit else (max(GAIN[0], peak * min(1.0, lamp * lamp / (z1 * z2))),) * 2
-        layers.append(_layer(cam, g, lam, wind, z1, z2, 0.5, 6.0, gain, k == tex_slab, cap=LIT_CAP))
+        layers.append(_layer(cam, g, lam, wind, z1, z2, 0.5, 6.0, gain, k == tex_slab, cap=LIT_CAP, varied=varied))
     zmax, light, drop, additive, compression, quality, splashes = _finish(g, scale, splash_chance=0.35,
                                                                           additive_share=0.5)
     return Plan(rate=rate, very_light=False, layers=tuple(layers), veil=0.3 * rate ** 0.65 / 1000, zmax=zmax,
@@ -286,13 +317,21 @@ def draw_downpour_plan(g: torch.Generator, scale: float = 1.0, *, textures: bool
                 quality=quality, lighting="backlit" if backlit else "lamp")
 
 
+def oscillation_hz(d_mm: Tensor) -> Tensor:
+    """The frequency (Hz) of the fundamental (n = 2) oscillation of a drop of diameter ``d_mm`` (Rayleigh)."""
+    r = d_mm * 5e-4  # radius in m
+    return torch.sqrt(8 * SURFACE_TENSION / (WATER_DENSITY * r ** 3)) / (2 * math.pi)
+
+
 def _streaks(h: int, w: int, layer: Layer, lam: float, g: torch.Generator) -> Tensor:
     """The opacity ``(h, w)`` of one layer's streaks: drops of sizes drawn from the Marshall-Palmer tail, each a
     vertical streak as long as its fall in the exposure carrying the drop's image area, blurred, then rotated to
-    the layer's angle (drawn in a frame that covers the image at any angle)."""
+    the layer's angle (drawn in a frame that covers the image at any angle). With ``layer.slab`` each drop has its
+    own depth in the slab, with ``layer.exposure`` its streak's brightness oscillates (``downpour_varied``)."""
     side = math.ceil(math.hypot(h, w)) + 2
     d_lo, d_hi = layer.sizes
-    longest = max(1, math.ceil(float(fall_speed(d_hi)) * layer.speed_px))
+    nearest = layer.depth / layer.slab[0] if layer.slab else 1.0  # the largest per-drop factor on length and size
+    longest = max(1, math.ceil(float(fall_speed(d_hi)) * layer.speed_px * nearest))
     rows = side + longest
     rendered = min(layer.density, layer.cap)
     count = int(rendered * rows * side + float(torch.rand((), generator=g)))
@@ -302,21 +341,32 @@ def _streaks(h: int, w: int, layer: Layer, lam: float, g: torch.Generator) -> Te
     u = torch.rand(count, generator=g)
     span = 1 - math.exp(-lam * (d_hi - d_lo))
     diam = d_lo - torch.log1p(-u * span) / lam
-    length = (fall_speed(diam) * layer.speed_px).clamp(min=1.0)
-    size = diam * layer.drop_px  # drop image diameter, px
+    y0 = torch.randint(0, rows, (count,), generator=g)
+    x0 = torch.randint(0, side, (count,), generator=g)
+    near = torch.ones(count)  # each drop's depth as a factor on the slab's: layer.depth / Z
+    if layer.slab:
+        z1, z2 = layer.slab
+        near = layer.depth / (z1 ** 3 + torch.rand(count, generator=g) * (z2 ** 3 - z1 ** 3)) ** (1 / 3)
+    length = (fall_speed(diam) * layer.speed_px * near).clamp(min=1.0)
+    size = diam * layer.drop_px * near  # drop image diameter, px
     area = math.pi / 4 * size * size * layer.gain  # px^2 (lit); spread along the streak, the blur spreads it across
     opacity = area / length
     steps = length.round().long().clamp(min=1, max=longest)
-    y0 = torch.randint(0, rows, (count,), generator=g)
-    x0 = torch.randint(0, side, (count,), generator=g)
     # each drop writes `steps` pixels upwards from (y0, x0)
     total = int(steps.sum())
     drop_of = torch.repeat_interleave(torch.arange(count), steps, output_size=total)
     offset = torch.arange(total) - torch.repeat_interleave(steps.cumsum(0) - steps, steps, output_size=total)
     yy = y0[drop_of] - offset
+    value = opacity[drop_of]
+    if layer.exposure > 0:
+        cycles = oscillation_hz(diam) * layer.exposure
+        amplitude = WOBBLE * torch.rand(count, generator=g) * torch.sinc((cycles / steps).clamp(max=1.0))
+        phase = 2 * math.pi * torch.rand(count, generator=g)
+        along = (offset + 0.5) / steps[drop_of]
+        value = value * (1 + amplitude[drop_of] * torch.sin(2 * math.pi * cycles[drop_of] * along + phase[drop_of]))
     keep = yy >= 0
     frame = torch.zeros(rows * side)
-    frame.index_add_(0, (yy[keep] * side + x0[drop_of][keep]), opacity[drop_of][keep])
+    frame.index_add_(0, (yy[keep] * side + x0[drop_of][keep]), value[keep])
     frame = frame.view(1, 1, rows, side)[..., longest:, :]
     frame = _gaussian_blur(frame, layer.sigma) if layer.sigma >= 0.3 else frame
     return _rotate(frame, h, w, layer.angle)
@@ -366,6 +416,14 @@ def add_downpour_rain(clean: Tensor, g: torch.Generator, textures: Sequence[Tens
                       mask_threshold: float = 0.05, scale: float = 1.0) -> tuple[Tensor, Tensor]:
     """Downpour rain on a clean ``(3, H, W)`` image in [0, 1]: ``(rainy, mask)``, as :func:`add_diverse_rain`."""
     plan = draw_downpour_plan(g, scale, textures=bool(textures))
+    return add_diverse_rain(clean, g, textures, mask_threshold=mask_threshold, scale=scale, plan=plan)
+
+
+def add_varied_downpour_rain(clean: Tensor, g: torch.Generator, textures: Sequence[Tensor] = (), *,
+                             mask_threshold: float = 0.05, scale: float = 1.0) -> tuple[Tensor, Tensor]:
+    """``downpour`` rain whose drops each have their own depth in their slab and oscillate (the module's docstring):
+    ``(rainy, mask)``, as :func:`add_diverse_rain`."""
+    plan = draw_downpour_plan(g, scale, textures=bool(textures), varied=True)
     return add_diverse_rain(clean, g, textures, mask_threshold=mask_threshold, scale=scale, plan=plan)
 
 
