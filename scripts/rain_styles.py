@@ -3,7 +3,8 @@
 Rows: clean BSDS500 training photos (never the 91 Rain100 ground truths: ``resolve_images("bsds500")`` names them),
 each rendered whole at its own scale, then shown as a 1:1 crop; columns: the clean photo, ``light``, ``heavy``,
 ``rainmix`` (the validation suite's second renderer), ``photoshop`` (the tutorials' recipe), ``downpour`` (the
-physical model's heavy rain lit by one source; the suite's third) and several draws of ``diverse``. The last
+physical model's heavy rain lit by one source; the suite's third), ``downpour_varied`` (the same with each drop at
+its own depth and oscillating; stage 26) and several draws of ``diverse``. The last
 rows: real rainy photos of the ``real_rain`` set (no ground truth), 1:1 crops of the same size, for comparison by
 eye only (nothing is measured on them).
 
@@ -46,7 +47,7 @@ def main() -> None:
     parser.add_argument("--diverse", type=int, default=2, help="draws of the diverse style per photo")
     parser.add_argument("--real", nargs="+", default=["002", "011", "045", "053", "079", "056"],
                         help="file stems of the real_rain set (these: street, haze, forest, dense, backlit, dark)")
-    parser.add_argument("--cell", type=int, nargs=2, default=(188, 128), metavar=("W", "H"),
+    parser.add_argument("--cell", type=int, nargs=2, default=(168, 128), metavar=("W", "H"),
                         help="crop size; the PNG stays under ~1.5 MB at the defaults")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "rain_styles.png")
@@ -58,8 +59,8 @@ def main() -> None:
     step = max(1, len(files) // args.photos)
     chosen = files[step // 2::step][:args.photos]
     textures = load_textures(resolve_images("rain_streaks")[0])
-    columns = ["clean", "light", "heavy", "rainmix", "photoshop", "downpour"] + [f"diverse #{k + 1}"
-                                                                               for k in range(args.diverse)]
+    columns = ["clean", "light", "heavy", "rainmix", "photoshop", "downpour", "downpour_varied"] + [
+        f"diverse #{k + 1}" for k in range(args.diverse)]
     rows: list[tuple[str, list[torch.Tensor]]] = []
     for path in chosen:
         clean = read_image(path).image[0]
