@@ -592,3 +592,22 @@ def test_varied_downpour_streaks_vary_in_length_and_along_their_length() -> None
     wobbly = [r for r in runs(dataclasses.replace(base, exposure=1 / 25)) if len(r) == round(length)]
     spread = sorted(float(r.std() / r.mean()) for r in wobbly)
     assert len(wobbly) > 10 and spread[len(spread) // 2] > 0.05 and spread[-1] < 0.6
+
+
+def test_near_downpour_differs_from_downpour_only_in_the_scenes_depth() -> None:
+    import dataclasses
+
+    from derain.data.diverse import ZMAX, ZMAX_NEAR, draw_downpour_plan
+    from derain.data.synthetic import STYLE_NAMES, generator
+
+    assert "downpour_near" in STYLE_NAMES and ZMAX_NEAR[0] < ZMAX[0] and ZMAX_NEAR[1] == ZMAX[1]
+    near = [draw_downpour_plan(generator("near", k), near=True) for k in range(300)]
+    plain = [draw_downpour_plan(generator("near", k)) for k in range(300)]
+    for a, b in zip(plain, near, strict=True):  # the same draws, the farthest depth mapped to the wider range
+        assert dataclasses.replace(b, zmax=a.zmax) == a and ZMAX_NEAR[0] <= b.zmax <= ZMAX_NEAR[1]
+        assert b.zmax <= a.zmax
+    assert 0.2 < sum(p.zmax < ZMAX[0] for p in near) / len(near) < 0.4  # log(4) / log(100): 30% close-ups
+    clean = _scene()
+    a = add_rain(clean, style="downpour_near", seed=5)[0]
+    assert torch.equal(a, add_rain(clean, style="downpour_near", seed=5)[0])
+    assert not torch.equal(a, add_rain(clean, style="downpour", seed=5)[0])

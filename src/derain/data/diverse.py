@@ -154,6 +154,8 @@ LIT_CAP = 0.2  # rendered lit drops per pixel in one layer: streaks of 10 px or 
 SURFACE_TENSION = 0.0728  # N/m, water at 20 C: with its density, the drops' oscillation frequency (downpour_varied)
 WATER_DENSITY = 1000.0  # kg/m^3
 WOBBLE = 0.6  # downpour_varied: the largest amplitude of a streak's brightness oscillation (a coverage choice)
+ZMAX = (20.0, 500.0)  # m: the scene's farthest depth, log-uniform (the veil's reach)
+ZMAX_NEAR = (5.0, 500.0)  # downpour_near: from a close-up (5 m, the depth proxy's near end) to the same far end
 
 
 @dataclass(frozen=True)
@@ -253,11 +255,11 @@ def _texture_slab(g: torch.Generator, textures: bool) -> int:
     return int(torch.randint(1, 3, (), generator=g)) if textures and float(torch.rand((), generator=g)) < 0.3 else -1
 
 
-def _finish(g: torch.Generator, scale: float, *, splash_chance: float,
-            additive_share: float) -> tuple[float, float, float, bool, str, int, float]:
-    """The draws after the layers: the farthest depth, atmospheric light, drop radiance, additive or blended,
-    compression and its quality, specks per pixel."""
-    zmax = _log_uniform(g, 20.0, 500.0)
+def _finish(g: torch.Generator, scale: float, *, splash_chance: float, additive_share: float,
+            zmax_range: tuple[float, float] = ZMAX) -> tuple[float, float, float, bool, str, int, float]:
+    """The draws after the layers: the farthest depth (log-uniform in ``zmax_range``), atmospheric light, drop
+    radiance, additive or blended, compression and its quality, specks per pixel."""
+    zmax = _log_uniform(g, *zmax_range)
     light = _uniform(g, 0.6, 0.95)
     drop = _uniform(g, 0.5, 1.0)
     additive = float(torch.rand((), generator=g)) < additive_share
@@ -292,10 +294,10 @@ def draw_plan(g: torch.Generator, scale: float = 1.0, *, textures: bool = False)
 
 
 def draw_downpour_plan(g: torch.Generator, scale: float = 1.0, *, textures: bool = False,
-                       varied: bool = False) -> Plan:
+                       varied: bool = False, near: bool = False) -> Plan:
     """The image-level draws of the downpour style: heavy rain lit by one source (see the module's docstring);
     ``varied``: the ``downpour_varied`` style (the same draws; its drops' depths and oscillations are drawn when
-    the layers are rendered)."""
+    the layers are rendered); ``near``: the ``downpour_near`` style (the scene's farthest depth from 5 m)."""
     cam = _camera(g, scale)
     rate = _log_uniform(g, *DOWNPOUR_RATE)
     lam = 4.1 * rate ** -0.21
@@ -310,8 +312,8 @@ def draw_downpour_plan(g: torch.Generator, scale: float = 1.0, *, textures: bool
         # backlit: every slab's gain drawn in the lit range; a lamp: its peak falls off with the slab's distance
         gain = LIT if backlit else (max(GAIN[0], peak * min(1.0, lamp * lamp / (z1 * z2))),) * 2
         layers.append(_layer(cam, g, lam, wind, z1, z2, 0.5, 6.0, gain, k == tex_slab, cap=LIT_CAP, varied=varied))
-    zmax, light, drop, additive, compression, quality, splashes = _finish(g, scale, splash_chance=0.35,
-                                                                          additive_share=0.5)
+    zmax, light, drop, additive, compression, quality, splashes = _finish(
+        g, scale, splash_chance=0.35, additive_share=0.5, zmax_range=ZMAX_NEAR if near else ZMAX)
     return Plan(rate=rate, very_light=False, layers=tuple(layers), veil=0.3 * rate ** 0.65 / 1000, zmax=zmax,
                 light=light, drop=drop, additive=additive, splashes=splashes, compression=compression,
                 quality=quality, lighting="backlit" if backlit else "lamp")
@@ -424,6 +426,14 @@ def add_varied_downpour_rain(clean: Tensor, g: torch.Generator, textures: Sequen
     """``downpour`` rain whose drops each have their own depth in their slab and oscillate (the module's docstring):
     ``(rainy, mask)``, as :func:`add_diverse_rain`."""
     plan = draw_downpour_plan(g, scale, textures=bool(textures), varied=True)
+    return add_diverse_rain(clean, g, textures, mask_threshold=mask_threshold, scale=scale, plan=plan)
+
+
+def add_near_downpour_rain(clean: Tensor, g: torch.Generator, textures: Sequence[Tensor] = (), *,
+                           mask_threshold: float = 0.05, scale: float = 1.0) -> tuple[Tensor, Tensor]:
+    """``downpour`` rain on a scene whose farthest depth is drawn from 5 m (the module's docstring): ``(rainy,
+    mask)``, as :func:`add_diverse_rain`."""
+    plan = draw_downpour_plan(g, scale, textures=bool(textures), near=True)
     return add_diverse_rain(clean, g, textures, mask_threshold=mask_threshold, scale=scale, plan=plan)
 
 

@@ -26,7 +26,9 @@ each image's rain from ``diverse`` or ``downpour``, half and half (a heavy-rain 
 ``downpour+photoshop`` draws each image's rain from ``downpour`` or ``photoshop``, half and half (heavy rain from
 two renderers: a veiled, lit downpour, or dense streaks with no veil). ``downpour_varied``
 (:func:`derain.data.diverse.add_varied_downpour_rain`) is ``downpour`` with each drop at its own depth in its slab
-and a streak brightness that oscillates with its drop: more than one streak shape per slab.
+and a streak brightness that oscillates with its drop: more than one streak shape per slab. ``downpour_near``
+(:func:`derain.data.diverse.add_near_downpour_rain`) is ``downpour`` on scenes whose farthest depth is drawn from
+5 m instead of 20 m: close-ups, whose veil is physically faint, so dense rain also comes with little veil.
 
 ``rainmix_dense`` (:func:`derain.data.rainmix.add_dense_rainmix_rain`) superposes two to four independent
 ``rainmix`` maps: a dense rain from a renderer no network of ours trains on, for validation.
@@ -60,7 +62,8 @@ from derain.errors import InputError
 from derain.io import list_images, read_image, write_image
 
 Style = Literal["light", "heavy", "mixed", "diverse", "rainmix", "photoshop", "diverse+photoshop", "downpour",
-                "diverse+downpour", "downpour+photoshop", "rainmix_dense", "photoshop_dense", "downpour_varied"]
+                "diverse+downpour", "downpour+photoshop", "rainmix_dense", "photoshop_dense", "downpour_varied",
+                "downpour_near"]
 STYLE_NAMES: tuple[str, ...] = get_args(Style)
 MIXTURES: tuple[str, ...] = tuple(name for name in STYLE_NAMES if "+" in name)  # each image's rain from one of two
 # styles drawn by a module of their own: (module, function, whether it takes the streak textures), imported when
@@ -72,6 +75,7 @@ RENDERERS: dict[str, tuple[str, str, bool]] = {
     "diverse": ("derain.data.diverse", "add_diverse_rain", True),
     "downpour": ("derain.data.diverse", "add_downpour_rain", True),
     "downpour_varied": ("derain.data.diverse", "add_varied_downpour_rain", True),
+    "downpour_near": ("derain.data.diverse", "add_near_downpour_rain", True),
     "rainmix": ("derain.data.rainmix", "add_rainmix_rain", True),
     "rainmix_dense": ("derain.data.rainmix", "add_dense_rainmix_rain", True),
 }
