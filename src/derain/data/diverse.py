@@ -104,9 +104,9 @@ The 50/50 shares are coverage choices, not measurements. The 11-60 range, the la
 not fitted to any image: the range is ``diverse``'s own (whose top was checked by eye against real rainy photos),
 the distances those at which a lamp or a flash lights rain in a photo, the cap a geometric argument.
 
-The ``downpour_varied`` style (:func:`add_varied_downpour_rain`; 2026-12-07, stage 26, written before it was
-measured) is ``downpour`` with two simplifications of its streaks undone, so that a heavy network trained on it
-sees more than one streak shape per slab; every other draw is ``downpour``'s:
+The ``downpour_varied`` style (:func:`add_downpour_rain` with ``varied=True``; 2026-12-07, stage 26, written
+before it was measured) is ``downpour`` with two simplifications of its streaks undone, so that a heavy network
+trained on it sees more than one streak shape per slab; every other draw is ``downpour``'s:
 
 Each drop at its own depth
     ``downpour`` draws every drop of a slab at the slab's representative depth ``sqrt(Z1 Z2)``, so within a slab
@@ -125,11 +125,12 @@ Oscillating drops
     not measured on any image) and a uniform phase. Where a cycle is shorter than a pixel the pixel averages it
     out: the amplitude is multiplied by ``sinc(cycles / length)`` (zero at one cycle per pixel and beyond).
 
-The ``downpour_near`` style (:func:`add_near_downpour_rain`; 2026-12-07, stage 27, written before it was measured)
-is ``downpour`` with the scene's farthest depth drawn log-uniform from 5 m (a close-up: the depth proxy's near end)
-instead of 20 m, to the same 500 m; every other draw is ``downpour``'s. BSDS500 has many close-ups (people,
-animals, objects a few metres away), whose veil is physically faint: 30% of the images are such scenes, and the
-far end is veiled by under 10% in 45% of the plans (``downpour``: 21%), so dense rain also comes with little veil.
+The ``downpour_near`` style (:func:`add_downpour_rain` with ``near=True``; 2026-12-07, stage 27, written before
+it was measured) is ``downpour`` with the scene's farthest depth drawn log-uniform from 5 m (a close-up: the depth
+proxy's near end) instead of 20 m, to the same 500 m; every other draw is ``downpour``'s. BSDS500 has many
+close-ups (people, animals, objects a few metres away), whose veil is physically faint: 30% of the images are such
+scenes, and the far end is veiled by under 10% in 45% of the plans (``downpour``: 21%), so dense rain also comes
+with little veil.
 """
 
 from __future__ import annotations
@@ -421,25 +422,11 @@ def _compress(x: Tensor, plan: Plan, g: torch.Generator) -> Tensor:
 
 
 def add_downpour_rain(clean: Tensor, g: torch.Generator, textures: Sequence[Tensor] = (), *,
-                      mask_threshold: float = 0.05, scale: float = 1.0) -> tuple[Tensor, Tensor]:
-    """Downpour rain on a clean ``(3, H, W)`` image in [0, 1]: ``(rainy, mask)``, as :func:`add_diverse_rain`."""
-    plan = draw_downpour_plan(g, scale, textures=bool(textures))
-    return add_diverse_rain(clean, g, textures, mask_threshold=mask_threshold, scale=scale, plan=plan)
-
-
-def add_varied_downpour_rain(clean: Tensor, g: torch.Generator, textures: Sequence[Tensor] = (), *,
-                             mask_threshold: float = 0.05, scale: float = 1.0) -> tuple[Tensor, Tensor]:
-    """``downpour`` rain whose drops each have their own depth in their slab and oscillate (the module's docstring):
-    ``(rainy, mask)``, as :func:`add_diverse_rain`."""
-    plan = draw_downpour_plan(g, scale, textures=bool(textures), varied=True)
-    return add_diverse_rain(clean, g, textures, mask_threshold=mask_threshold, scale=scale, plan=plan)
-
-
-def add_near_downpour_rain(clean: Tensor, g: torch.Generator, textures: Sequence[Tensor] = (), *,
-                           mask_threshold: float = 0.05, scale: float = 1.0) -> tuple[Tensor, Tensor]:
-    """``downpour`` rain on a scene whose farthest depth is drawn from 5 m (the module's docstring): ``(rainy,
-    mask)``, as :func:`add_diverse_rain`."""
-    plan = draw_downpour_plan(g, scale, textures=bool(textures), near=True)
+                      mask_threshold: float = 0.05, scale: float = 1.0, varied: bool = False,
+                      near: bool = False) -> tuple[Tensor, Tensor]:
+    """Downpour rain on a clean ``(3, H, W)`` image in [0, 1]: ``(rainy, mask)``, as :func:`add_diverse_rain`;
+    ``varied``: the ``downpour_varied`` style, ``near``: ``downpour_near`` (:func:`draw_downpour_plan`)."""
+    plan = draw_downpour_plan(g, scale, textures=bool(textures), varied=varied, near=near)
     return add_diverse_rain(clean, g, textures, mask_threshold=mask_threshold, scale=scale, plan=plan)
 
 

@@ -24,11 +24,11 @@ or ``photoshop``, half and half (training on more than one renderer).
 one source (backlit, or a lamp or flash near the camera): dense, bright, wide streaks. ``diverse+downpour`` draws
 each image's rain from ``diverse`` or ``downpour``, half and half (a heavy-rain network that keeps the whole range).
 ``downpour+photoshop`` draws each image's rain from ``downpour`` or ``photoshop``, half and half (heavy rain from
-two renderers: a veiled, lit downpour, or dense streaks with no veil). ``downpour_varied``
-(:func:`derain.data.diverse.add_varied_downpour_rain`) is ``downpour`` with each drop at its own depth in its slab
-and a streak brightness that oscillates with its drop: more than one streak shape per slab. ``downpour_near``
-(:func:`derain.data.diverse.add_near_downpour_rain`) is ``downpour`` on scenes whose farthest depth is drawn from
-5 m instead of 20 m: close-ups, whose veil is physically faint, so dense rain also comes with little veil.
+two renderers: a veiled, lit downpour, or dense streaks with no veil). ``downpour_varied`` is ``downpour`` with
+each drop at its own depth in its slab and a streak brightness that oscillates with its drop: more than one streak
+shape per slab; ``downpour_near`` is ``downpour`` on scenes whose farthest depth is drawn from 5 m instead of 20 m:
+close-ups, whose veil is physically faint, so dense rain also comes with little veil (both
+:func:`derain.data.diverse.add_downpour_rain`, with ``varied=True`` and ``near=True``).
 
 ``rainmix_dense`` (:func:`derain.data.rainmix.add_dense_rainmix_rain`) superposes two to four independent
 ``rainmix`` maps: a dense rain from a renderer no network of ours trains on, for validation.
@@ -66,18 +66,18 @@ Style = Literal["light", "heavy", "mixed", "diverse", "rainmix", "photoshop", "d
                 "downpour_near"]
 STYLE_NAMES: tuple[str, ...] = get_args(Style)
 MIXTURES: tuple[str, ...] = tuple(name for name in STYLE_NAMES if "+" in name)  # each image's rain from one of two
-# styles drawn by a module of their own: (module, function, whether it takes the streak textures), imported when
-# used (derain.data.diverse builds on this module's layers); each function is ``f(clean, g[, textures], *,
-# mask_threshold, scale) -> (rainy, mask)``
-RENDERERS: dict[str, tuple[str, str, bool]] = {
-    "photoshop": ("derain.data.photoshop", "add_photoshop_rain", False),
-    "photoshop_dense": ("derain.data.photoshop", "add_dense_photoshop_rain", False),
-    "diverse": ("derain.data.diverse", "add_diverse_rain", True),
-    "downpour": ("derain.data.diverse", "add_downpour_rain", True),
-    "downpour_varied": ("derain.data.diverse", "add_varied_downpour_rain", True),
-    "downpour_near": ("derain.data.diverse", "add_near_downpour_rain", True),
-    "rainmix": ("derain.data.rainmix", "add_rainmix_rain", True),
-    "rainmix_dense": ("derain.data.rainmix", "add_dense_rainmix_rain", True),
+# styles drawn by a module of their own: (module, function, whether it takes the streak textures, the function's
+# keyword options for this style), imported when used (derain.data.diverse builds on this module's layers); each
+# function is ``f(clean, g[, textures], *, mask_threshold, scale, **options) -> (rainy, mask)``
+RENDERERS: dict[str, tuple[str, str, bool, dict[str, bool]]] = {
+    "photoshop": ("derain.data.photoshop", "add_photoshop_rain", False, {}),
+    "photoshop_dense": ("derain.data.photoshop", "add_dense_photoshop_rain", False, {}),
+    "diverse": ("derain.data.diverse", "add_diverse_rain", True, {}),
+    "downpour": ("derain.data.diverse", "add_downpour_rain", True, {}),
+    "downpour_varied": ("derain.data.diverse", "add_downpour_rain", True, {"varied": True}),
+    "downpour_near": ("derain.data.diverse", "add_downpour_rain", True, {"near": True}),
+    "rainmix": ("derain.data.rainmix", "add_rainmix_rain", True, {}),
+    "rainmix_dense": ("derain.data.rainmix", "add_dense_rainmix_rain", True, {}),
 }
 
 
@@ -285,10 +285,10 @@ def add_rain(clean: Tensor, *, style: str | RainStyle = "light", seed: int | Non
         first, second = style.split("+")
         style = first if float(torch.rand((), generator=g)) < 0.5 else second
     if isinstance(style, str) and style in RENDERERS:
-        module, function, takes_textures = RENDERERS[style]
+        module, function, takes_textures, options = RENDERERS[style]
         render = getattr(importlib.import_module(module), function)
         rainy, mask = render(clean, g, *((textures,) if takes_textures else ()), mask_threshold=mask_threshold,
-                             scale=scale)
+                             scale=scale, **options)
         return rainy.to(clean.dtype), mask
     chosen = get_style(style, g)
     h, w = clean.shape[-2:]
