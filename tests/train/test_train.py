@@ -303,6 +303,31 @@ def test_a_resumed_run_drops_log_rows_past_its_checkpoint(clean_folder: Path, tm
     assert _log_steps(tmp_path / "run") == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
+def test_keep_every_keeps_the_weights_of_every_nth_step_across_a_resume(clean_folder: Path, tmp_path: Path) -> None:
+    """train.keep_every writes the weights every N steps into steps/ (each the model at that step, loadable by
+    derain.load); it is a runtime key, so a resumed run may change it, and a run without it keeps none."""
+    cfg = _tiny(None, clean_folder, "model.name=prn", "model.options={channels: 8}", "train.steps=6",
+                "train.keep_every=2", "train.val_every=100")
+    run = tmp_path / "run"
+    fit(cfg, run, stop_after=4, progress=False)
+    at_step_4 = torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+    kept = load_file(str(run / "steps" / "step-000004.safetensors"))
+    assert kept.keys() == at_step_4.keys() and all(torch.equal(kept[k], v) for k, v in at_step_4.items())
+    derain.train.train(resume=run, overrides=["train.keep_every=3"], progress=False)
+    assert sorted(f.name for f in (run / "steps").iterdir()) == [f"step-00000{n}.safetensors" for n in (2, 4, 6)]
+    last = load_file(str(run / "weights.safetensors"))
+    assert all(torch.equal(load_file(str(run / "steps" / "step-000006.safetensors"))[k], v) for k, v in last.items())
+    assert not torch.equal(kept["conv0.0.weight"], last["conv0.0.weight"])
+    restorer = derain.load(str(run / "steps" / "step-000002.safetensors"), device="cpu")
+    assert restorer.weights.model == "prn"
+    plain = tmp_path / "plain"
+    fit(_tiny(None, clean_folder, "model.name=prn", "model.options={channels: 8}", "train.steps=2",
+              "train.val_every=100"), plain, progress=False)
+    assert not (plain / "steps").exists()
+    with pytest.raises(InputError, match="train.keep_every must be at least 1"):
+        _tiny(None, clean_folder, "train.keep_every=0")
+
+
 def test_best_weights_follow_validation_across_a_resume(clean_folder: Path, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture[str]) -> None:

@@ -74,6 +74,7 @@ class LoopConfig:
     log_every: int = 10
     val_every: int = 200
     ckpt_every: int = 100
+    keep_every: int | None = None  # also keep the weights every N steps (steps/step-000200.safetensors)
 
 
 @dataclass
@@ -163,6 +164,8 @@ def _validate(cfg: Config) -> Config:
     for key, value in positive.items():
         if value < 1:
             raise InputError(f"{key} must be at least 1, got {value}")
+    if cfg.train.keep_every is not None and cfg.train.keep_every < 1:
+        raise InputError(f"train.keep_every must be at least 1 (or null: keep none), got {cfg.train.keep_every}")
     if cfg.data.workers < 0 or cfg.data.val_count < 0:
         raise InputError("data.workers and data.val_count must be >= 0")
     if not 0.0 <= cfg.data.clean_share < 1.0:

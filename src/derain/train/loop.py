@@ -212,6 +212,9 @@ def fit(cfg: Config, out: str | Path, *, resume: bool = False, stop_after: int |
                     val, best = trainer.validate(val_pairs, out, step, best)
                     log.validation(step, *val)
                 log.end_step(step)
+                if plan.keep_every and step % plan.keep_every == 0 and ctx.main:
+                    (out / checkpoint.KEPT).mkdir(exist_ok=True)
+                    checkpoint.save_weights(out / checkpoint.kept(step), cfg, trainer.model, step=step)
                 if step % plan.ckpt_every == 0 or stopping:
                     checkpoint.save(out / CHECKPOINT, ctx, trainer.parts, config=cfg, step=step,
                                     seconds=elapsed + time.perf_counter() - t0, best_val=best)
