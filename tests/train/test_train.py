@@ -324,7 +324,7 @@ def test_keep_every_keeps_the_weights_of_every_nth_step_across_a_resume(clean_fo
     fit(_tiny(None, clean_folder, "model.name=prn", "model.options={channels: 8}", "train.steps=2",
               "train.val_every=100"), plain, progress=False)
     assert not (plain / "steps").exists()
-    with pytest.raises(InputError, match="train.keep_every must be at least 1"):
+    with pytest.raises(InputError, match=r"train\.keep_every must be at least 1"):
         _tiny(None, clean_folder, "train.keep_every=0")
 
 
