@@ -391,7 +391,8 @@ def test_photoshop_rain_is_seeded_screened_and_streaked() -> None:
     assert add_rain(clean, style="photoshop", seed=4, scale=2.5)[0].shape == clean.shape
 
 
-@pytest.mark.parametrize("mixture", ["diverse+photoshop", "diverse+downpour", "downpour+photoshop"])
+@pytest.mark.parametrize("mixture", ["diverse+photoshop", "diverse+downpour", "downpour+photoshop",
+                                     "downpour+downpour_near"])
 def test_the_two_renderer_mixtures_draw_from_both(mixture: str) -> None:
     from derain.data.synthetic import STYLE_NAMES, generator
     from derain.train.config import DataConfig

@@ -29,6 +29,8 @@ each drop at its own depth in its slab and a streak brightness that oscillates w
 shape per slab; ``downpour_near`` is ``downpour`` on scenes whose farthest depth is drawn from 5 m instead of 20 m:
 close-ups, whose veil is physically faint, so dense rain also comes with little veil (both
 :func:`derain.data.diverse.add_downpour_rain`, with ``varied=True`` and ``near=True``).
+``downpour+downpour_near`` draws each image's rain from ``downpour`` or ``downpour_near``, half and half (as many
+veiled scenes as close ones).
 
 ``rainmix_dense`` (:func:`derain.data.rainmix.add_dense_rainmix_rain`) superposes two to four independent
 ``rainmix`` maps: a dense rain from a renderer no network of ours trains on, for validation.
@@ -63,7 +65,7 @@ from derain.io import list_images, read_image, write_image
 
 Style = Literal["light", "heavy", "mixed", "diverse", "rainmix", "photoshop", "diverse+photoshop", "downpour",
                 "diverse+downpour", "downpour+photoshop", "rainmix_dense", "photoshop_dense", "downpour_varied",
-                "downpour_near"]
+                "downpour_near", "downpour+downpour_near"]
 STYLE_NAMES: tuple[str, ...] = get_args(Style)
 MIXTURES: tuple[str, ...] = tuple(name for name in STYLE_NAMES if "+" in name)  # each image's rain from one of two
 # styles drawn by a module of their own: (module, function, whether it takes the streak textures, the function's
