@@ -39,8 +39,11 @@ candidate against the first weight set: a candidate qualifies if (1) its rain-fr
 its renderers mean is at most 0.10 dB lower; it replaces the first if it also beats it by more than 0.05 dB on (2),
 (3) or the renderers mean, the highest renderers mean among such candidates. ``--rule stage26`` (stage 26 on) adds
 (5): a pair's ``photoshop_dense`` gain with its heavy network forced is no lower than the first's (compared only
-where both are pairs), and being ahead on it by more than 0.05 dB is a margin too. The figures are compared
-unrounded. A rule is written down before its candidates are measured; this prints it, it does not choose one.
+where both are pairs), and being ahead on it by more than 0.05 dB is a margin too. ``--rule stage30`` (stage 30
+on, pairs only) weighs the two held-out dense checks the same: (1), (2) and (4) as before, (3) ``rainmix_dense``
+routed at most 0.10 dB lower, and (5) the mean of the two dense checks with the heavy network forced more than
+0.05 dB higher, the highest such mean winning. The figures are compared unrounded. A rule is written down
+before its candidates are measured; this prints it, it does not choose one.
 
     python benchmarks/validation.py --weights derain.default ~/derain-runs/new/best.safetensors
     python benchmarks/validation.py --seeds 4 --rule stage26 --weights derain.default ~/derain-runs/cand.safetensors
@@ -114,14 +117,15 @@ def rain_free(run: Callable[[torch.Tensor], torch.Tensor], clean: list[torch.Ten
 @dataclass(frozen=True)
 class Row:
     """What a rule reads of one weight set's row, unrounded: the renderers mean gain, the ``rainmix_dense`` gain, the
-    rain-free PSNR (pooled) and, for a pair, the same with its heavy network forced and the ``photoshop_dense`` gain
-    with its heavy network forced (None for a single network)."""
+    rain-free PSNR (pooled) and, for a pair, the same with its heavy network forced and the ``photoshop_dense`` and
+    ``rainmix_dense`` gains with its heavy network forced (None for a single network)."""
 
     renderers: float
     dense: float
     rain_free: float
     forced: float | None
     held_out: float | None = None
+    forced_dense: float | None = None  # the ``rainmix_dense`` gain with the heavy network forced (stage 30)
 
 
 RAIN_FREE_FLOOR = 45.0  # dB pooled: no harm (issue 31)
@@ -174,8 +178,49 @@ def stage26(reference: Row, candidates: dict[str, Row]) -> list[str]:
     return stage17(reference, candidates, held_out=True)
 
 
-RULES: dict[str, Callable[[Row, dict[str, Row]], list[str]]] = {"stage17": stage17, "stage26": stage26}
-NEEDS = {"stage17": (*CHOOSING, "rainmix_dense"), "stage26": (*CHOOSING, *GUARDS)}  # the renderers each rule reads
+def stage30(reference: Row, candidates: dict[str, Row]) -> list[str]:
+    """Stage 30's rule (docs/training.md): the two held-out dense checks weigh the same. For pairs: (1) rain-free
+    at least 45 dB pooled, (2) heavy forced no lower, (3) ``rainmix_dense`` routed at most 0.10 dB lower, (4) the
+    renderers mean at most 0.10 dB lower, and (5) the mean of the two dense checks with the heavy network forced
+    (``rainmix_dense``, ``photoshop_dense``) more than 0.05 dB higher; among those, the highest (5) mean wins."""
+    def held(row: Row) -> float | None:
+        return None if row.held_out is None or row.forced_dense is None else (row.held_out + row.forced_dense) / 2
+
+    lines, winners = [], {}
+    ref_held = held(reference)
+    for name, row in candidates.items():
+        row_held = held(row)
+        if ref_held is None or row_held is None or row.forced is None or reference.forced is None:
+            lines.append(f"- {name}: not judged: stage 30's rule compares light/heavy pairs (a router to bypass)")
+            continue
+        fails = []
+        if not row.rain_free >= RAIN_FREE_FLOOR:
+            fails.append(f"(1) rain-free {row.rain_free:.2f} < {RAIN_FREE_FLOOR:.0f}")
+        if not row.forced >= reference.forced:
+            fails.append(f"(2) heavy forced {row.forced:.2f} < {reference.forced:.2f}")
+        if not row.dense >= reference.dense - RENDERERS_SLACK:
+            fails.append(f"(3) rainmix_dense {row.dense:+.3f} more than {RENDERERS_SLACK:.2f} dB below "
+                         f"{reference.dense:+.3f}")
+        if not row.renderers >= reference.renderers - RENDERERS_SLACK:
+            fails.append(f"(4) renderers {row.renderers:+.3f} more than {RENDERERS_SLACK:.2f} dB below "
+                         f"{reference.renderers:+.3f}")
+        if not row_held - ref_held > MARGIN:
+            fails.append(f"(5) dense, heavy forced, mean {row_held:+.3f} not more than {MARGIN} dB above "
+                         f"{ref_held:+.3f}")
+        if fails:
+            lines.append(f"- {name}: does not qualify: {'; '.join(fails)}")
+        else:
+            winners[name] = row_held
+            lines.append(f"- {name}: qualifies: dense, heavy forced, mean {row_held:+.3f} against {ref_held:+.3f}")
+    best = max(winners, key=winners.__getitem__) if winners else None
+    lines.append(f"Verdict: {best} replaces the reference" if best else "Verdict: the reference stays")
+    return lines
+
+
+RULES: dict[str, Callable[[Row, dict[str, Row]], list[str]]] = {"stage17": stage17, "stage26": stage26,
+                                                                 "stage30": stage30}
+NEEDS = {"stage17": (*CHOOSING, "rainmix_dense"), "stage26": (*CHOOSING, *GUARDS),
+         "stage30": (*CHOOSING, *GUARDS)}  # the renderers each rule reads
 
 
 def paired(a: list[float], b: list[float]) -> str:
@@ -255,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         forced_dense = {s: mean_gain(forced, rainy[s], base[s]) for s in dense} if forced else {}
         cells.append(", ".join(f"{s} {g:+.3f}" for s, g in forced_dense.items()))
         rows[name] = Row(renderers, gains.get("rainmix_dense", math.nan), free, forced_free,
-                         forced_dense.get("photoshop_dense"))
+                         forced_dense.get("photoshop_dense"), forced_dense.get("rainmix_dense"))
         print(f"| {name} | {' | '.join(cells)} | {time.perf_counter() - t0:.0f} |", flush=True)
     if len(per_photo) > 1:
         seeds = f"{args.seeds} seed{'s' if args.seeds > 1 else ''}"

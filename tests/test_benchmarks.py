@@ -153,6 +153,32 @@ def test_stage26_rule_adds_the_held_out_streaks_condition_and_margin(monkeypatch
     assert "(5) photoshop" not in single and "ahead by more than 0.05 dB on renderers" in single
 
 
+def test_stage30_rule_weighs_the_two_held_out_dense_checks_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = _benchmark("validation", monkeypatch)
+    row = module.Row
+    assert module.RULES["stage30"] is module.stage30 and set(module.NEEDS["stage30"]) >= set(module.GUARDS)
+    # stage 25 as the reference: held-out mean (2.283 + 3.093) / 2 = 2.688
+    ref = row(renderers=4.151, dense=3.088, rain_free=45.10, forced=32.80, held_out=2.283, forced_dense=3.093)
+    lines = module.stage30(ref, {
+        "trade": row(4.119, 2.989, 45.10, 33.63, 3.663, 2.845),  # (3) 0.099 lower is allowed: mean 3.254
+        "routed": row(4.2, 2.987, 45.10, 33.0, 4.0, 3.0),       # (3) only: 0.101 below
+        "flat": row(4.2, 3.2, 45.10, 33.0, 2.283, 3.192),       # (5) only: the mean is 0.0495 higher
+        "forced": row(4.2, 3.1, 45.10, 32.79, 3.0, 3.1),        # (2) only
+        "best": row(4.15, 3.0, 45.10, 33.0, 3.8, 3.0),          # the highest mean, 3.4
+    })
+    by = {line.split(":")[0][2:]: line for line in lines[:-1]}
+    assert "qualifies: dense, heavy forced, mean +3.254 against +2.688" in by["trade"]
+    assert "(3) rainmix_dense +2.987 more than 0.10 dB below +3.088" in by["routed"] and "(5)" not in by["routed"]
+    assert "(5)" in by["flat"] and "(3)" not in by["flat"] and "does not qualify" in by["flat"]
+    assert "(2) heavy forced 32.79 < 32.80" in by["forced"] and "(5)" not in by["forced"]
+    assert lines[-1] == "Verdict: best replaces the reference"  # by the held-out mean, not the renderers
+    # stage 26's rule rejects the same trade: (3) routed must not fall at all
+    assert "(3) rainmix_dense +2.989 < +3.088" in module.stage26(ref, {"trade": row(4.119, 2.989, 45.10, 33.63,
+                                                                                     3.663, 2.845)})[0]
+    single = module.stage30(ref, {"one": row(4.3, 3.2, 46.0, None, None, None)})
+    assert "not judged" in single[0] and single[-1] == "Verdict: the reference stays"
+
+
 def test_rain_free_is_pooled_so_unchanged_images_do_not_make_it_infinite(monkeypatch: pytest.MonkeyPatch) -> None:
     import math
 
