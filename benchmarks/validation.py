@@ -133,24 +133,33 @@ RENDERERS_SLACK = 0.10  # dB a candidate's renderers mean may fall below the ref
 MARGIN = 0.05  # dB by which a candidate must beat the reference on one of (2), (3) or the renderers mean
 
 
+def conditions(reference: Row, row: Row, *, dense_slack: float) -> list[str]:
+    """The failed conditions (1) to (4) that stages 17, 26 and 30 share: (1) rain-free at least 45 dB pooled, (2) the
+    heavy-forced rain-free figure no lower (where both have one), (3) the ``rainmix_dense`` gain at most
+    ``dense_slack`` dB lower, (4) the renderers mean at most 0.10 dB lower."""
+    fails = []
+    if not row.rain_free >= RAIN_FREE_FLOOR:
+        fails.append(f"(1) rain-free {row.rain_free:.2f} < {RAIN_FREE_FLOOR:.0f}")
+    if row.forced is not None and reference.forced is not None and not row.forced >= reference.forced:
+        fails.append(f"(2) heavy forced {row.forced:.2f} < {reference.forced:.2f}")
+    if not row.dense >= reference.dense - dense_slack:
+        fails.append(f"(3) rainmix_dense {row.dense:+.3f} < {reference.dense:+.3f}" if not dense_slack else
+                     f"(3) rainmix_dense {row.dense:+.3f} more than {dense_slack:.2f} dB below {reference.dense:+.3f}")
+    if not row.renderers >= reference.renderers - RENDERERS_SLACK:
+        fails.append(f"(4) renderers {row.renderers:+.3f} more than {RENDERERS_SLACK:.2f} dB below "
+                     f"{reference.renderers:+.3f}")
+    return fails
+
+
 def stage17(reference: Row, candidates: dict[str, Row], *, held_out: bool = False) -> list[str]:
     """Stage 17's rule (docs/training.md), each candidate against ``reference``: one line per candidate naming the
     conditions it fails or its margins, then the verdict. Forced figures are compared only where both have one.
     ``held_out``: stage 26's rule, stage 17's with a fifth condition and margin (:func:`stage26`)."""
     lines, winners = [], {}
     for name, row in candidates.items():
-        fails = []
         streaks = held_out and row.held_out is not None and reference.held_out is not None
-        if not row.rain_free >= RAIN_FREE_FLOOR:
-            fails.append(f"(1) rain-free {row.rain_free:.2f} < {RAIN_FREE_FLOOR:.0f}")
         both = row.forced is not None and reference.forced is not None
-        if both and not row.forced >= reference.forced:
-            fails.append(f"(2) heavy forced {row.forced:.2f} < {reference.forced:.2f}")
-        if not row.dense >= reference.dense:
-            fails.append(f"(3) rainmix_dense {row.dense:+.3f} < {reference.dense:+.3f}")
-        if not row.renderers >= reference.renderers - RENDERERS_SLACK:
-            fails.append(f"(4) renderers {row.renderers:+.3f} more than {RENDERERS_SLACK:.2f} dB below "
-                         f"{reference.renderers:+.3f}")
+        fails = conditions(reference, row, dense_slack=0.0)
         if streaks and not row.held_out >= reference.held_out:
             fails.append(f"(5) photoshop_dense, heavy forced {row.held_out:+.3f} < {reference.held_out:+.3f}")
         margins = [what for what, ahead in (("(2)", both and row.forced - reference.forced > MARGIN),
@@ -193,17 +202,7 @@ def stage30(reference: Row, candidates: dict[str, Row]) -> list[str]:
         if ref_held is None or row_held is None or row.forced is None or reference.forced is None:
             lines.append(f"- {name}: not judged: stage 30's rule compares light/heavy pairs (a router to bypass)")
             continue
-        fails = []
-        if not row.rain_free >= RAIN_FREE_FLOOR:
-            fails.append(f"(1) rain-free {row.rain_free:.2f} < {RAIN_FREE_FLOOR:.0f}")
-        if not row.forced >= reference.forced:
-            fails.append(f"(2) heavy forced {row.forced:.2f} < {reference.forced:.2f}")
-        if not row.dense >= reference.dense - RENDERERS_SLACK:
-            fails.append(f"(3) rainmix_dense {row.dense:+.3f} more than {RENDERERS_SLACK:.2f} dB below "
-                         f"{reference.dense:+.3f}")
-        if not row.renderers >= reference.renderers - RENDERERS_SLACK:
-            fails.append(f"(4) renderers {row.renderers:+.3f} more than {RENDERERS_SLACK:.2f} dB below "
-                         f"{reference.renderers:+.3f}")
+        fails = conditions(reference, row, dense_slack=RENDERERS_SLACK)
         if not row_held - ref_held > MARGIN:
             fails.append(f"(5) dense, heavy forced, mean {row_held:+.3f} not more than {MARGIN} dB above "
                          f"{ref_held:+.3f}")
