@@ -3,8 +3,8 @@ the weights files ``derain.load`` reads, the checks before a run starts or conti
 
 A run folder holds ``config.yaml`` (the resolved config), ``checkpoint.pt``, ``best.safetensors`` (the weights at
 the best validation so far), with ``train.keep_every`` the weights every N steps in ``steps/`` and, when the run
-ends, ``weights.safetensors`` and ``summary.json``. Checkpoints hold
-tensors, lists and numbers only, so they load with ``torch.load(weights_only=True)``.
+ends, ``weights.safetensors`` and ``summary.json``. Checkpoints hold tensors, lists and numbers only, so they load
+with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "weights.safetensors"
 BEST = "best.safetensors"
 KEPT = "steps"  # train.keep_every: the weights every N steps, for choosing a step afterwards on a larger validation
+RUNTIME_KEYS = {"data.workers", "train.threads", "train.device", "train.amp", "train.compile", "train.log_every",
+                "train.val_every", "train.ckpt_every", "train.keep_every"}  # may differ when resuming
 
 
 def kept(step: int) -> str:
     """The path, inside a run folder, of the weights kept at ``step`` (``train.keep_every``)."""
     return f"{KEPT}/step-{step:06d}.safetensors"
-RUNTIME_KEYS = {"data.workers", "train.threads", "train.device", "train.amp", "train.compile", "train.log_every",
-                "train.val_every", "train.ckpt_every", "train.keep_every"}  # may differ when resuming
 
 
 class Stateful(Protocol):
