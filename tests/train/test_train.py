@@ -324,6 +324,10 @@ def test_keep_every_keeps_the_weights_of_every_nth_step_across_a_resume(clean_fo
     fit(_tiny(None, clean_folder, "model.name=prn", "model.options={channels: 8}", "train.steps=2",
               "train.val_every=100"), plain, progress=False)
     assert not (plain / "steps").exists()
+    crashed = tmp_path / "crashed"  # kept weights but no checkpoint yet (killed before its first): not overwritten
+    (crashed / "steps").mkdir(parents=True)
+    with pytest.raises(InputError, match="already holds a training run"):
+        fit(cfg, crashed, progress=False)
     with pytest.raises(InputError, match=r"train\.keep_every must be at least 1"):
         _tiny(None, clean_folder, "train.keep_every=0")
 

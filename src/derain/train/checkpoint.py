@@ -97,7 +97,7 @@ def open_run(cfg: Config, out: Path, resume: bool) -> dict[str, Any] | None:
     """The checkpoint to resume from (``None``: a new run), after checking the folder and the config."""
     checkpoint_path = out / CHECKPOINT
     if not resume:
-        if any((out / name).exists() for name in (CHECKPOINT, WEIGHTS, BEST)):
+        if any((out / name).exists() for name in (CHECKPOINT, WEIGHTS, BEST, KEPT)):
             raise InputError(f"{out}: already holds a training run; pass --resume to continue it, or choose a new "
                              "output folder")
         return None
