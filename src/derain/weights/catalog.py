@@ -115,21 +115,22 @@ def _ours(name: str, model: str, sha: str, config: str, data: str,
 
 
 _RECORDS: tuple[WeightRecord, ...] = (
-    _ours("derain.default", "prn_pair", "f6130bec69d70bbd9b825b5ea4840583347b039e98b8af61bc6c91c7b6a72d80",
+    _ours("derain.default", "prn_pair", "2a07087d784546036e4f1474e9788cc7c22db3fb20149d6872c1ccbb8bb73318",
           "configs/default_light.yaml, then configs/default_light_diverse.yaml (lr 1e-4, 30% rain-free, step 305) + "
           "configs/default_heavy.yaml (+ scripts/train_experiments.py --variant default_heavy_cal2, then "
           "default_heavy_cal2_nohaze, then configs/default_heavy_downpour.yaml, step 900, then the same with "
-          "data.clean_share=0.3 and data.clean_picks=4, step 1,000, then with data.clean_picks=8, data.crop=128, "
-          "data.batch=4 and train.steps=2000, step 1,700), then scripts/make_default.py --labels better "
+          "data.clean_share=0.3 and data.clean_picks=4, step 1,000, then with data.style=downpour_near, "
+          "data.clean_picks=8, data.crop=128, data.batch=4, train.steps=2000 and train.seed=30, the last step), "
+          "then scripts/make_default.py --labels better "
           "--router-styles diverse photoshop downpour, the gate fitted with --gate-styles diverse photoshop",
           _BSDS + " (light: recalibrated, then diverse rain; heavy: recalibrated, then lit downpours; router: "
           "diverse, photoshop and downpour rain; gate: diverse and photoshop rain)",
-          {"rain100L/matlab-y": (30.4349, 0.9223), "rain100H/matlab-y": (17.8988, 0.5952),
-           "rain100L/matlab-y@every20": (31.523, 0.9388), "rain100H/matlab-y@every20": (18.740, 0.6177)},
+          {"rain100L/matlab-y": (30.5083, 0.9234), "rain100H/matlab-y": (17.7087, 0.5945),
+           "rain100L/matlab-y@every20": (31.624, 0.9392), "rain100H/matlab-y@every20": (18.430, 0.6204)},
           "two PRNs (light and heavy rain) fine-tuned from the first mixed PRN, 2,305 steps for the light one (the "
-          "last 305 on diverse rain with rain-free crops) and 8,600 for the heavy one (the last 3,600 on lit "
-          "downpours, the last 2,700 of them with 30% rain-free crops chosen to look veiled, the last 1,700 on "
-          "128x128 crops), each image routed "
+          "last 305 on diverse rain with rain-free crops) and 8,900 for the heavy one (the last 3,900 on lit "
+          "downpours, the last 3,000 of them with 30% rain-free crops chosen to look veiled, the last 2,000 on "
+          "close scenes with little veil in 128x128 crops), each image routed "
           "by a classifier fitted on three training renderers, and a gate fitted on "
           "diverse and photoshop rain that removes only the share of the rain layer likely to help (little on a "
           "rain-free photo); see its model card"),
