@@ -91,6 +91,12 @@ def test_validation_uses_held_out_training_photos() -> None:
     dense = float(theirs[4].split(", ")[1]) - float(cells[4].split(", ")[1])
     if dense < -0.0005 or renderers < -0.1005:
         assert "does not qualify" in line and "Verdict: the reference stays" in verdict
+    # a reading renderer, only when asked for: shown routed and with the heavy network forced, read by no rule
+    crossed = _run("validation.py", "--weights", "derain.default", "--photos", "1", "--seeds", "1",
+                   "--styles", "photoshop_crossed")
+    row = next(line for line in crossed.splitlines() if line.startswith("| derain.default |"))
+    assert "| photoshop_crossed (1) | renderers () |" in crossed and "photoshop_crossed" not in out
+    assert re.search(r"\| photoshop_crossed [+-]\d+\.\d{3} \|", row), row
     bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "validation.py"), "--weights", "derain.default",
                           "no.such_weights"], capture_output=True, text=True, check=False, timeout=600)
     assert bad.returncode == 2 and "no.such_weights" in bad.stderr and "Traceback" not in bad.stderr

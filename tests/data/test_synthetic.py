@@ -467,6 +467,35 @@ def test_dense_photoshop_screens_several_independent_layers() -> None:
     assert add_rain(clean, style="photoshop_dense", seed=3, scale=2.0)[0].shape == clean.shape
 
 
+def test_crossed_photoshop_screens_layers_of_independent_directions() -> None:
+    from derain.data.photoshop import ANGLE, CROSSED_LAYERS, OPACITY, photoshop_layer
+    from derain.data.synthetic import STYLE_NAMES, _uniform, generator
+
+    assert "photoshop_crossed" in STYLE_NAMES
+    clean = _scene()
+    counts, spreads = set(), []
+    for seed in range(10):
+        a, ma = add_rain(clean, style="photoshop_crossed", seed=seed)
+        assert torch.equal(a, add_rain(clean, style="photoshop_crossed", seed=seed)[0])
+        assert a.min() >= 0 and a.max() <= 1 and (a - clean).min() >= -1e-6 and set(ma.unique().tolist()) <= {0, 1}
+        # the same draws by hand: a count, then that many layers, each at its own angle, screened at its opacity
+        g = generator("rain", seed)
+        count = int(torch.randint(CROSSED_LAYERS[0], CROSSED_LAYERS[1] + 1, (), generator=g))
+        x, angles = clean.clone(), []
+        for _ in range(count):
+            angles.append(_uniform(g, -ANGLE, ANGLE))
+            layer = photoshop_layer(*clean.shape[-2:], angles[-1], g)
+            x = 1 - (1 - x) * (1 - _uniform(g, *OPACITY) * layer[None])
+        assert torch.allclose(a, x.clamp(0, 1))
+        counts.add(count)
+        spreads.append(max(angles) - min(angles))
+    assert counts == set(range(CROSSED_LAYERS[0], CROSSED_LAYERS[1] + 1))
+    assert sorted(spreads)[5] > 20  # the directions cross (photoshop_dense keeps its layers within 10 degrees)
+    white = torch.ones(3, 40, 56)
+    assert torch.equal(add_rain(white, style="photoshop_crossed", seed=2)[0], white)
+    assert add_rain(clean, style="photoshop_crossed", seed=3, scale=2.0)[0].shape == clean.shape
+
+
 # --- the downpour style: the physical model's heavy rain, lit by one source ---
 
 def test_downpour_is_seeded_in_range_and_selectable(tmp_path: Path) -> None:

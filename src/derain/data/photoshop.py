@@ -27,6 +27,13 @@ same volume, which independent layers model, as ``rainmix_dense`` does for its r
 renderer for the heavy-rain network: its streaks are noise through a motion blur, not Garg & Nayar's textures, so
 it shares no streak with that network's training rain (``heavy``, ``diverse``, ``downpour``); the light network
 trains on ``photoshop`` itself, at one or two layers. Nothing here was read off a test set.
+
+``photoshop_crossed`` (:func:`add_crossed_photoshop_rain`) is dense rain of several directions in one image:
+``CROSSED_LAYERS`` (three to five) layers, each at its own angle drawn independently within 45 degrees of vertical,
+screened one over another. Published synthetic sets were made this way: Yang et al. (CVPR 2017, "Deep joint rain
+detection and removal from a single image") describe their heavy set's rain as streaks of five directions, while
+``photoshop_dense`` keeps every layer within 5 degrees of the first. The layer count and the angle range are that
+description and ``ANGLE``; no image or statistic of any set was read. A validation renderer, trained on by nothing.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ BLACK = (0.85, 0.98)  # the Levels black point, as a quantile of the blurred lay
 WHITE = 0.999
 OPACITY = (0.6, 0.9)
 DENSE_LAYERS = (2, 4)  # photoshop_dense: layers screened one over another, drawn uniformly (both ends included)
+CROSSED_LAYERS = (3, 5)  # photoshop_crossed: layers of independent directions (up to the five of Yang et al. 2017)
 
 
 def photoshop_layer(h: int, w: int, angle: float, g: torch.Generator, scale: float = 1.0) -> Tensor:
@@ -87,14 +95,24 @@ def add_dense_photoshop_rain(clean: Tensor, g: torch.Generator, *, mask_threshol
     return _screened(clean, g, angle, count, mask_threshold, scale)
 
 
+def add_crossed_photoshop_rain(clean: Tensor, g: torch.Generator, *, mask_threshold: float = 0.05,
+                               scale: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Dense Photoshop-recipe rain of several directions: ``CROSSED_LAYERS`` layers, each at its own angle within
+    ``ANGLE`` degrees of vertical, screened one over another; ``(rainy, mask)`` as :func:`add_photoshop_rain`."""
+    count = int(torch.randint(CROSSED_LAYERS[0], CROSSED_LAYERS[1] + 1, (), generator=g))
+    return _screened(clean, g, 0.0, count, mask_threshold, scale, spread=ANGLE, around_first=False)
+
+
 def _screened(clean: Tensor, g: torch.Generator, angle: float, layers: int, mask_threshold: float,
-              scale: float) -> tuple[Tensor, Tensor]:
-    """``layers`` rain layers, the first at ``angle`` and each other within 5 degrees of it, each blended by Screen
+              scale: float, *, spread: float = 5.0, around_first: bool = True) -> tuple[Tensor, Tensor]:
+    """``layers`` rain layers, the first at ``angle`` and each other within ``spread`` degrees of it (with
+    ``around_first=False``, every layer, the first included, within ``spread`` of ``angle``), each blended by Screen
     at its own opacity over ``clean``; the mask where the rain brightens the image by more than ``mask_threshold``."""
     h, w = clean.shape[-2:]
     x = clean.float()
     for k in range(layers):
-        layer = photoshop_layer(h, w, angle + (_uniform(g, -5.0, 5.0) if k else 0.0), g, scale)
+        offset = _uniform(g, -spread, spread) if k or not around_first else 0.0
+        layer = photoshop_layer(h, w, angle + offset, g, scale)
         x = 1 - (1 - x) * (1 - _uniform(g, *OPACITY) * layer[None])  # Screen at the layer's opacity
     rainy = x.clamp(0, 1)
     return rainy, ((rainy - clean.float()).mean(0, keepdim=True) > mask_threshold).float()

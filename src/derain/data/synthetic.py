@@ -36,6 +36,8 @@ veiled scenes as close ones).
 ``rainmix`` maps: a dense rain from a renderer no network of ours trains on, for validation.
 ``photoshop_dense`` (:func:`derain.data.photoshop.add_dense_photoshop_rain`) screens two to four ``photoshop``
 layers: dense rain whose streaks share nothing with the heavy network's training rain, for validation.
+``photoshop_crossed`` (:func:`derain.data.photoshop.add_crossed_photoshop_rain`) screens three to five such layers,
+each in its own direction within 45 degrees of vertical: dense rain of crossing directions, for validation.
 
 A streak layer is procedural (sparse random drops, a slight Gaussian widening, a motion-blur line kernel at the
 layer's angle, a gain) or, when streak textures are given (the Garg & Nayar database in
@@ -65,7 +67,7 @@ from derain.io import list_images, read_image, write_image
 
 Style = Literal["light", "heavy", "mixed", "diverse", "rainmix", "photoshop", "diverse+photoshop", "downpour",
                 "diverse+downpour", "downpour+photoshop", "rainmix_dense", "photoshop_dense", "downpour_varied",
-                "downpour_near", "downpour+downpour_near"]
+                "downpour_near", "downpour+downpour_near", "photoshop_crossed"]
 STYLE_NAMES: tuple[str, ...] = get_args(Style)
 MIXTURES: tuple[str, ...] = tuple(name for name in STYLE_NAMES if "+" in name)  # each image's rain from one of two
 # styles drawn by a module of their own: (module, function, whether it takes the streak textures, the function's
@@ -74,6 +76,7 @@ MIXTURES: tuple[str, ...] = tuple(name for name in STYLE_NAMES if "+" in name)  
 RENDERERS: dict[str, tuple[str, str, bool, dict[str, bool]]] = {
     "photoshop": ("derain.data.photoshop", "add_photoshop_rain", False, {}),
     "photoshop_dense": ("derain.data.photoshop", "add_dense_photoshop_rain", False, {}),
+    "photoshop_crossed": ("derain.data.photoshop", "add_crossed_photoshop_rain", False, {}),
     "diverse": ("derain.data.diverse", "add_diverse_rain", True, {}),
     "downpour": ("derain.data.diverse", "add_downpour_rain", True, {}),
     "downpour_varied": ("derain.data.diverse", "add_downpour_rain", True, {"varied": True}),
