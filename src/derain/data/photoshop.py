@@ -39,6 +39,7 @@ description and ``ANGLE``; no image or statistic of any set was read. A validati
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -83,7 +84,8 @@ def add_photoshop_rain(clean: Tensor, g: torch.Generator, *, mask_threshold: flo
     """Photoshop-recipe rain on a clean ``(3, H, W)`` image in [0, 1]: ``(rainy, mask)``, the mask 1 where the rain
     brightens the image by more than ``mask_threshold``."""
     angle = _uniform(g, -ANGLE, ANGLE)
-    return _screened(clean, g, angle, 1 if float(torch.rand((), generator=g)) < 0.5 else 2, mask_threshold, scale)
+    layers = 1 if float(torch.rand((), generator=g)) < 0.5 else 2
+    return _screened(clean, g, layers, lambda k: _near(angle, k, g), mask_threshold, scale)
 
 
 def add_dense_photoshop_rain(clean: Tensor, g: torch.Generator, *, mask_threshold: float = 0.05,
@@ -92,7 +94,7 @@ def add_dense_photoshop_rain(clean: Tensor, g: torch.Generator, *, mask_threshol
     :func:`add_photoshop_rain`."""
     angle = _uniform(g, -ANGLE, ANGLE)
     count = int(torch.randint(DENSE_LAYERS[0], DENSE_LAYERS[1] + 1, (), generator=g))
-    return _screened(clean, g, angle, count, mask_threshold, scale)
+    return _screened(clean, g, count, lambda k: _near(angle, k, g), mask_threshold, scale)
 
 
 def add_crossed_photoshop_rain(clean: Tensor, g: torch.Generator, *, mask_threshold: float = 0.05,
@@ -100,19 +102,23 @@ def add_crossed_photoshop_rain(clean: Tensor, g: torch.Generator, *, mask_thresh
     """Dense Photoshop-recipe rain of several directions: ``CROSSED_LAYERS`` layers, each at its own angle within
     ``ANGLE`` degrees of vertical, screened one over another; ``(rainy, mask)`` as :func:`add_photoshop_rain`."""
     count = int(torch.randint(CROSSED_LAYERS[0], CROSSED_LAYERS[1] + 1, (), generator=g))
-    return _screened(clean, g, 0.0, count, mask_threshold, scale, spread=ANGLE, around_first=False)
+    return _screened(clean, g, count, lambda k: _uniform(g, -ANGLE, ANGLE), mask_threshold, scale)
 
 
-def _screened(clean: Tensor, g: torch.Generator, angle: float, layers: int, mask_threshold: float,
-              scale: float, *, spread: float = 5.0, around_first: bool = True) -> tuple[Tensor, Tensor]:
-    """``layers`` rain layers, the first at ``angle`` and each other within ``spread`` degrees of it (with
-    ``around_first=False``, every layer, the first included, within ``spread`` of ``angle``), each blended by Screen
-    at its own opacity over ``clean``; the mask where the rain brightens the image by more than ``mask_threshold``."""
+def _near(angle: float, k: int, g: torch.Generator) -> float:
+    """Layer ``k``'s direction when the layers share one: the first at ``angle``, each other within 5 degrees."""
+    return angle + (_uniform(g, -5.0, 5.0) if k else 0.0)
+
+
+def _screened(clean: Tensor, g: torch.Generator, layers: int, angle_of: Callable[[int], float],
+              mask_threshold: float, scale: float) -> tuple[Tensor, Tensor]:
+    """``layers`` rain layers, layer ``k`` at ``angle_of(k)`` (drawn from ``g`` just before the layer), each blended
+    by Screen at its own opacity over ``clean``; the mask where the rain brightens the image by more than
+    ``mask_threshold``."""
     h, w = clean.shape[-2:]
     x = clean.float()
     for k in range(layers):
-        offset = _uniform(g, -spread, spread) if k or not around_first else 0.0
-        layer = photoshop_layer(h, w, angle + offset, g, scale)
+        layer = photoshop_layer(h, w, angle_of(k), g, scale)
         x = 1 - (1 - x) * (1 - _uniform(g, *OPACITY) * layer[None])  # Screen at the layer's opacity
     rainy = x.clamp(0, 1)
     return rainy, ((rainy - clean.float()).mean(0, keepdim=True) > mask_threshold).float()
